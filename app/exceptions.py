@@ -1,0 +1,223 @@
+"""Domain errors to HTTP responses, in one place; and the OpenAPI documentation of each.
+
+Every error body is JSON `{"error": <kind>, "detail": <text>, ...}`. No response carries a stack
+trace, an exception's own text from a library, or a broker address.
+
+    status  error               raised by
+    413     body_too_large      BodyTooLarge (request body over `API__MAX_BODY_BYTES`)
+    413     record_too_large    RecordTooLarge (message over the producer's/broker's limit)
+    422     invalid_request     RequestInvalid (FastAPI's RequestValidationError)
+    502     publish_rejected    PublishRejected (non-retriable broker error)
+    503     broker_unavailable  BrokerUnavailable, DeliveryTimeout, PublisherStateError
+    503     not_ready           readiness probe failing
+    404/405 not_found, method_not_allowed   routing
+    500     internal_error      anything unexpected (logged with its trace, never returned)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.kafka import errors
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 5
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="Machine-readable kind of error.")
+    detail: str = Field(description="What went wrong, for a person.")
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="Where in the request the problem is.")
+    msg: str
+    type: str
+
+
+class ValidationErrorBody(ErrorBody):
+    errors: list[FieldError]
+
+
+class UnavailableBody(ErrorBody):
+    event_id: str = Field(description="Id of the event that was not confirmed as delivered.")
+    delivery: Literal["not_sent", "unknown"] = Field(
+        description="not_sent: it never reached a broker. unknown: a broker may still write it "
+        "(the deadline passed while it was in flight); consumers deduplicate on event_id."
+    )
+
+
+class RequestInvalid(Exception):
+    """The request body or parameters fail validation (documentation anchor for 422)."""
+
+
+class BodyTooLarge(Exception):
+    """The request body exceeds the configured limit (documentation anchor for 413)."""
+
+
+# exception -> (status, body model, description, example body)
+_DOCS: dict[type[BaseException], tuple[int, type[BaseModel], str, dict[str, Any]]] = {
+    RequestInvalid: (
+        422,
+        ValidationErrorBody,
+        "The request is invalid; `errors` lists each problem.",
+        {
+            "error": "invalid_request",
+            "detail": "1 invalid field",
+            "errors": [
+                {
+                    "loc": ["body", "email"],
+                    "msg": "value is not a valid email address",
+                    "type": "value_error",
+                }
+            ],
+        },
+    ),
+    BodyTooLarge: (
+        413,
+        ErrorBody,
+        "The request body is larger than the server accepts.",
+        {"error": "body_too_large", "detail": "request body exceeds 16384 bytes"},
+    ),
+    errors.RecordTooLarge: (
+        413,
+        UnavailableBody,
+        "The message would exceed Kafka's size limit; nothing was sent.",
+        {
+            "error": "record_too_large",
+            "detail": "the message is larger than the producer's or the broker's limit",
+            "event_id": "0b6f3f0e-6f1e-4c1b-9a53-5b1f0d7b0c2a",
+            "delivery": "not_sent",
+        },
+    ),
+    errors.PublishRejected: (
+        502,
+        UnavailableBody,
+        "Kafka refused the message for a reason retrying cannot fix (e.g. authorisation).",
+        {
+            "error": "publish_rejected",
+            "detail": "rejected by the broker: TopicAuthorizationFailedError",
+            "event_id": "0b6f3f0e-6f1e-4c1b-9a53-5b1f0d7b0c2a",
+            "delivery": "not_sent",
+        },
+    ),
+    errors.BrokerUnavailable: (
+        503,
+        UnavailableBody,
+        "Kafka did not acknowledge the message within the deadline. Retry after the "
+        "`Retry-After` header; the same request may yield a second message.",
+        {
+            "error": "broker_unavailable",
+            "detail": "not acknowledged within 5000 ms (waiting to connect)",
+            "event_id": "0b6f3f0e-6f1e-4c1b-9a53-5b1f0d7b0c2a",
+            "delivery": "not_sent",
+        },
+    ),
+}
+
+
+def responses_for(*exception_types: type[BaseException]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for a route, built from the exceptions it can raise."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for exc_type in exception_types:
+        code, model, description, example = _DOCS[exc_type]
+        entry = responses.setdefault(
+            code, {"model": model, "description": description, "content": {}}
+        )
+        if entry["description"] != description:
+            entry["description"] = f"{entry['description']} Or: {description}"
+        examples = entry["content"].setdefault("application/json", {}).setdefault("examples", {})
+        examples[example["error"]] = {"value": example}
+    return responses
+
+
+def error_response(
+    status_code: int,
+    error: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": error, "detail": detail, **extra}, status_code=status_code, headers=headers
+    )
+
+
+async def _publish_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.PublishError)
+    delivery = "not_sent" if exc.sent is False else "unknown"
+    if isinstance(exc, errors.RecordTooLarge):
+        code, kind, headers = 413, exc.kind, None
+    elif isinstance(exc, errors.PublishRejected):
+        code, kind, headers = 502, exc.kind, None
+    else:
+        code, kind = 503, errors.BrokerUnavailable.kind
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
+    logger.warning("event %s not delivered: %s (%s)", exc.event_id, kind, exc)
+    return error_response(
+        code, kind, str(exc), headers=headers, event_id=exc.event_id, delivery=delivery
+    )
+
+
+async def _publisher_state(_: Request, exc: Exception) -> JSONResponse:
+    logger.error("publisher used outside its lifetime: %s", exc)
+    return error_response(
+        503,
+        errors.BrokerUnavailable.kind,
+        "the service is starting or stopping",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+async def _validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        {"loc": list(item.get("loc", ())), "msg": str(item.get("msg", "")), "type": item["type"]}
+        for item in exc.errors()
+    ]
+    count = len(problems)
+    return error_response(
+        422,
+        "invalid_request",
+        f"{count} invalid field{'s' if count != 1 else ''}",
+        errors=problems,
+    )
+
+
+async def _http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    kinds = {
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "body_too_large",
+        415: "unsupported_media_type",
+    }
+    kind = kinds.get(exc.status_code, "http_error")
+    return error_response(
+        exc.status_code, kind, str(exc.detail), headers=getattr(exc, "headers", None)
+    )
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error", exc_info=exc)
+    return error_response(
+        status.HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "an unexpected error occurred"
+    )
+
+
+def install(app: FastAPI) -> None:
+    """Register every handler on `app`."""
+    app.add_exception_handler(errors.PublishError, _publish_error)
+    app.add_exception_handler(errors.PublisherStateError, _publisher_state)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,53 @@
+"""`/health/live` (the process answers) and `/health/ready` (it can publish now)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from app.exceptions import ErrorBody, error_response
+from app.kafka.dependencies import Publisher
+
+router = APIRouter(prefix="/health", tags=["health"])
+
+
+class Live(BaseModel):
+    status: Literal["alive"] = "alive"
+
+
+class Ready(BaseModel):
+    status: Literal["ready"] = "ready"
+
+
+@router.get("/live", response_model=Live, summary="Liveness probe")
+async def live() -> Live:
+    """Answers as long as the process serves requests."""
+    return Live()
+
+
+@router.get(
+    "/ready",
+    response_model=Ready,
+    summary="Readiness probe",
+    responses={
+        503: {
+            "model": ErrorBody,
+            "description": "The producer is not connected or no broker answered in time.",
+            "content": {
+                "application/json": {
+                    "example": {"error": "not_ready", "detail": "no Kafka broker answered"}
+                }
+            },
+        }
+    },
+)
+async def ready(*, publisher: Publisher) -> Ready | JSONResponse:
+    """Ready when the producer is started and a broker answered a metadata request."""
+    if await publisher.ping():
+        return Ready()
+    return error_response(
+        503, "not_ready", f"no Kafka broker answered (publisher {publisher.state.value})"
+    )

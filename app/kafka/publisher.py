@@ -1,0 +1,407 @@
+"""A typed facade over one long-lived `AIOKafkaProducer`, with an explicit lifecycle.
+
+Lifecycle::
+
+    NEW --start()--> CONNECTING --connected--> READY --stop()--> STOPPING --> STOPPED
+                         ^   (background reconnect, backoff capped)          |
+                         +-- a broken producer (transaction in doubt) -------+ (only READY)
+
+`start()` makes one bounded connection attempt. If no broker answers, the application still
+starts: the publisher keeps trying in the background (capped exponential backoff with jitter,
+each attempt bounded by `connect_timeout_ms`) until it connects or is stopped, and reports not
+ready meanwhile.
+
+Delivery contract of `publish()`:
+- It returns only once the broker acknowledged the message (acks=1/all), or once the message
+  was handed to the socket layer (acks=0: the receipt says `confirmed=false`).
+- It never takes longer than `delivery_timeout_ms`, waiting for a connection included. aiokafka
+  retries retriable errors by itself (forever when idempotent); this deadline is what bounds it.
+- On failure it raises a `PublishError` whose `sent` says whether the message certainly never
+  left the process (False) or may still be written (None: the deadline passed while the
+  broker had it). A message that is written after its deadline is logged with its offset.
+- Cancelling `publish()` before the message was handed to aiokafka withdraws it; after that,
+  aiokafka finishes sending it regardless.
+
+`stop()` flushes what is buffered for at most `close_timeout_ms`, fails what is left (its
+publishers get an error, nothing hangs) and closes the connections.
+
+`Any` from the untyped aiokafka stays in this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+
+from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
+from aiokafka.errors import (  # type: ignore[import-untyped]
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    ProducerClosed,
+)
+from aiokafka.protocol.metadata import MetadataRequest  # type: ignore[import-untyped]
+from tenacity import AsyncRetrying, retry_if_result, wait_exponential_jitter
+
+from app.config import KafkaSettings
+from app.kafka import errors, options
+from app.kafka.messages import OutgoingMessage
+from app.kafka.receipts import DeliveryReceipt, TimestampType
+
+logger = logging.getLogger(__name__)
+
+ProducerFactory = Callable[[], Any]
+
+_TIMESTAMP_TYPES: dict[int, TimestampType] = {0: "CreateTime", 1: "LogAppendTime"}
+
+
+class PublisherState(StrEnum):
+    NEW = "new"
+    CONNECTING = "connecting"
+    READY = "ready"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class KafkaPublisher:
+    """Publishes messages through one producer shared by every request of the process."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        name: str = "default",
+        producer_factory: ProducerFactory | None = None,
+    ) -> None:
+        self._settings = settings
+        self._policy = settings.producer
+        self.name = name
+        self._factory: ProducerFactory = producer_factory or (
+            lambda: AIOKafkaProducer(**options.producer_options(settings))
+        )
+        self._state = PublisherState.NEW
+        self._producer: Any = None
+        self._ready = asyncio.Event()
+        self._reconnect_task: asyncio.Task[None] | None = None
+        # One transaction at a time per transactional producer (aiokafka's rule).
+        self._transaction_lock = asyncio.Lock()
+        self._awaiting_ack = 0
+
+    @property
+    def state(self) -> PublisherState:
+        return self._state
+
+    @property
+    def awaiting_acknowledgement(self) -> int:
+        """Publishes handed to the producer whose acknowledgement is still outstanding."""
+        return self._awaiting_ack
+
+    @property
+    def deadline_ms(self) -> int:
+        return self._policy.delivery_timeout_ms
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect once (bounded); on failure keep connecting in the background.
+
+        Raises:
+            PublisherStateError: if the publisher was started before.
+        """
+        if self._state is not PublisherState.NEW:
+            raise errors.PublisherStateError(f"publisher '{self.name}' was already started")
+        self._state = PublisherState.CONNECTING
+        if not await self._connect_once():
+            logger.warning(
+                "publisher %s: no broker reachable; retrying in the background", self.name
+            )
+            self._reconnect_task = asyncio.create_task(
+                self._reconnect(), name=f"kafka-reconnect-{self.name}"
+            )
+
+    async def stop(self) -> None:
+        """Flush (bounded by `close_timeout_ms`) and close. Safe to call more than once."""
+        if self._state in (PublisherState.STOPPING, PublisherState.STOPPED):
+            return
+        previous, self._state = self._state, PublisherState.STOPPING
+        self._ready.set()  # wake waiters so they see STOPPING instead of waiting out the deadline
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnect_task
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await self._close(producer, flush=True)
+        self._state = PublisherState.STOPPED
+        if previous is not PublisherState.NEW:
+            logger.info("publisher %s stopped", self.name)
+
+    async def _connect_once(self) -> bool:
+        producer = self._factory()
+        try:
+            async with asyncio.timeout(self._policy.connect_timeout_ms / 1000):
+                await producer.start()
+        except (KafkaError, OSError, TimeoutError) as exc:
+            logger.warning("publisher %s: connect failed: %s", self.name, type(exc).__name__)
+            await self._close(producer, flush=False)
+            return False
+        if self._state is not PublisherState.CONNECTING:  # stopped while connecting
+            await self._close(producer, flush=False)
+            return True
+        self._producer = producer
+        self._state = PublisherState.READY
+        self._ready.set()
+        logger.info(
+            "publisher %s connected (acks=%s, idempotent=%s, deadline %d ms)",
+            self.name,
+            self._policy.acks.value,
+            self._policy.enable_idempotence,
+            self._policy.delivery_timeout_ms,
+        )
+        return True
+
+    async def _reconnect(self) -> None:
+        # Bounded per attempt (connect_timeout_ms); runs only while the app runs and stops with it.
+        retrying = AsyncRetrying(
+            wait=wait_exponential_jitter(
+                multiplier=0.2, max=self._policy.reconnect_backoff_max_ms / 1000
+            ),
+            retry=retry_if_result(lambda connected: not connected),
+        )
+        await retrying(self._connect_once)
+
+    async def _recycle(self, producer: Any) -> None:
+        """Replace a producer whose state is in doubt (e.g. a transaction that timed out)."""
+        if self._producer is not producer or self._state is not PublisherState.READY:
+            return
+        self._producer = None
+        self._ready.clear()
+        self._state = PublisherState.CONNECTING
+        logger.warning("publisher %s: producer state in doubt; reconnecting", self.name)
+        await self._close(producer, flush=False)
+        self._reconnect_task = asyncio.create_task(
+            self._reconnect(), name=f"kafka-reconnect-{self.name}"
+        )
+
+    async def _close(self, producer: Any, *, flush: bool) -> None:
+        timeout = self._policy.close_timeout_ms / 1000
+        if flush:
+            try:
+                async with asyncio.timeout(timeout):
+                    await producer.flush()
+            except (TimeoutError, KafkaError):
+                logger.error(
+                    "publisher %s: buffered messages not acknowledged within %d ms of "
+                    "shutdown; their publishers get an error",
+                    self.name,
+                    self._policy.close_timeout_ms,
+                )
+        # aiokafka's stop() waits for every buffered batch; fail them so it cannot hang.
+        producer._message_accumulator.fail_all(ProducerClosed())
+        try:
+            async with asyncio.timeout(timeout):
+                await producer.stop()
+        except (TimeoutError, KafkaError, OSError):
+            logger.exception("publisher %s: producer did not close cleanly", self.name)
+
+    # -- publishing --------------------------------------------------------------------------
+
+    async def publish(self, message: OutgoingMessage) -> DeliveryReceipt:
+        """Send one message and wait for the broker's acknowledgement, within the deadline.
+
+        Returns:
+            The receipt with the broker's offset metadata (unconfirmed for acks=0).
+
+        Raises:
+            PublisherStateError: used before `start()` or after `stop()`.
+            RecordTooLarge: larger than `max_request_size` or the broker's limit; not sent.
+            DeliveryTimeout: no acknowledgement within `delivery_timeout_ms`.
+            BrokerUnavailable: a retriable broker error surfaced before the deadline.
+            PublishRejected: a non-retriable broker error (authorisation, invalid topic...).
+        """
+        if self._state in (PublisherState.NEW, PublisherState.STOPPED):
+            raise errors.PublisherStateError(
+                f"publisher '{self.name}' is {self._state.value}; "
+                "it is usable between the application's start-up and shutdown"
+            )
+        started = time.perf_counter()
+        stage = "connect"
+        try:
+            async with asyncio.timeout(self._policy.delivery_timeout_ms / 1000):
+                producer = await self._wait_ready(message)
+                if self._policy.transactional_id is not None:
+                    stage = "transaction"
+                    metadata = await self._publish_in_transaction(producer, message)
+                else:
+                    stage = "enqueue"
+                    future = await self._send(producer, message)
+                    stage = "acknowledge"
+                    metadata = await self._acknowledgement(future, message)
+        except TimeoutError:
+            raise errors.DeliveryTimeout(
+                f"not acknowledged within {self._policy.delivery_timeout_ms} ms "
+                f"(waiting to {stage})",
+                event_id=message.event_id,
+                sent=_maybe_sent(stage),
+            ) from None
+        except errors.PublishError:
+            raise
+        except KafkaError as exc:
+            raise _classify(exc, message, stage) from exc
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return self._receipt(message, metadata, elapsed_ms)
+
+    async def _wait_ready(self, message: OutgoingMessage) -> Any:
+        if self._state is not PublisherState.READY:
+            await self._ready.wait()
+        if self._state is not PublisherState.READY or self._producer is None:
+            raise errors.BrokerUnavailable(
+                f"publisher '{self.name}' is {self._state.value}", event_id=message.event_id
+            )
+        return self._producer
+
+    @staticmethod
+    async def _send(producer: Any, message: OutgoingMessage) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = await producer.send(
+            message.topic, message.value, key=message.key, headers=list(message.headers)
+        )
+        return future
+
+    async def _acknowledgement(self, future: asyncio.Future[Any], message: OutgoingMessage) -> Any:
+        self._awaiting_ack += 1
+        try:
+            # shield: if our deadline fires, aiokafka's own future must stay intact.
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(self._late_outcome_logger(message))
+            raise
+        finally:
+            self._awaiting_ack -= 1
+
+    async def _publish_in_transaction(self, producer: Any, message: OutgoingMessage) -> Any:
+        """One message, one transaction; serialised, since a producer has one open at a time."""
+        async with self._transaction_lock:
+            try:
+                await producer.begin_transaction()
+                future = await self._send(producer, message)
+                metadata = await self._acknowledgement(future, message)
+                await producer.commit_transaction()
+            except BaseException:
+                # The transaction is in doubt (its abort could wait on brokers without end):
+                # drop this producer; a fresh one fences it and the coordinator aborts it.
+                task = asyncio.create_task(self._recycle(producer))
+                task.add_done_callback(_log_task_failure)
+                raise
+            return metadata
+
+    def _late_outcome_logger(
+        self, message: OutgoingMessage
+    ) -> Callable[[asyncio.Future[Any]], None]:
+        def log_outcome(future: asyncio.Future[Any]) -> None:
+            if future.cancelled():
+                return
+            exc = future.exception()
+            if exc is not None:
+                logger.warning(
+                    "event %s: failed after its deadline: %s", message.event_id, type(exc).__name__
+                )
+                return
+            metadata = future.result()
+            logger.warning(
+                "event %s: acknowledged after its deadline at %s[%s]@%s",
+                message.event_id,
+                message.topic,
+                getattr(metadata, "partition", "?"),
+                getattr(metadata, "offset", "?"),
+            )
+
+        return log_outcome
+
+    def _receipt(
+        self, message: OutgoingMessage, metadata: Any, elapsed_ms: float
+    ) -> DeliveryReceipt:
+        common: dict[str, Any] = {
+            "event_id": message.event_id,
+            "topic": message.topic,
+            "acks": self._policy.acks.value,
+            "idempotent": self._policy.enable_idempotence,
+            "attempts": 1,
+            "elapsed_ms": round(elapsed_ms, 3),
+            "deadline_ms": self._policy.delivery_timeout_ms,
+        }
+        if metadata is None:  # acks=0: the broker never answers
+            return DeliveryReceipt(
+                partition=None,
+                offset=None,
+                timestamp=None,
+                timestamp_type=None,
+                log_start_offset=None,
+                confirmed=False,
+                **common,
+            )
+        log_start = metadata.log_start_offset
+        return DeliveryReceipt(
+            partition=metadata.partition,
+            offset=metadata.offset,
+            timestamp=metadata.timestamp if metadata.timestamp >= 0 else None,
+            timestamp_type=_TIMESTAMP_TYPES.get(metadata.timestamp_type),
+            log_start_offset=log_start if log_start is not None and log_start >= 0 else None,
+            confirmed=True,
+            **common,
+        )
+
+    # -- health ------------------------------------------------------------------------------
+
+    async def ping(self) -> bool:
+        """True when connected and a broker answered a metadata request within the ready timeout."""
+        producer = self._producer
+        if self._state is not PublisherState.READY or producer is None:
+            return False
+        client = producer.client
+        try:
+            async with asyncio.timeout(self._settings.ready_timeout_ms / 1000):
+                node_id = client.get_random_node()
+                if node_id is None:
+                    return False
+                # An empty topic list asks for brokers only: cheap on clusters with many topics.
+                await client.send(node_id, MetadataRequest([]))
+        except (KafkaError, OSError, TimeoutError):
+            return False
+        return True
+
+
+def _classify(exc: KafkaError, message: OutgoingMessage, stage: str) -> errors.PublishError:
+    name = type(exc).__name__
+    if isinstance(exc, MessageSizeTooLargeError):
+        return errors.RecordTooLarge(
+            "the message is larger than the producer's or the broker's limit",
+            event_id=message.event_id,
+        )
+    if isinstance(exc, (KafkaTimeoutError, ProducerClosed)):
+        return errors.BrokerUnavailable(
+            f"not accepted for sending: {name}",
+            event_id=message.event_id,
+            sent=_maybe_sent(stage),
+        )
+    if getattr(exc, "retriable", False):
+        return errors.BrokerUnavailable(
+            f"broker error: {name}",
+            event_id=message.event_id,
+            sent=_maybe_sent(stage),
+        )
+    return errors.PublishRejected(f"rejected by the broker: {name}", event_id=message.event_id)
+
+
+def _maybe_sent(stage: str) -> bool | None:
+    """False when the message certainly never left the process, None when it may have."""
+    return None if stage in ("acknowledge", "transaction") else False
+
+
+def _log_task_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("background task %s failed", task.get_name(), exc_info=task.exception())

@@ -1,0 +1,59 @@
+"""The domain event of this feature and its wire format.
+
+Wire format (topic `send.verification.email` by default):
+- key: the email address, UTF-8, so one user's messages stay in order on one partition;
+- value: JSON `{"event_id", "event_type", "event_version", "occurred_at", "email",
+  "redirect_url"}`;
+- headers: `event_id`, `event_type`, `content_type` (`application/json`).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from app.kafka.messages import OutgoingMessage
+
+EVENT_TYPE = "verification_email.requested"
+EVENT_VERSION = 1
+
+
+def _new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerificationEmailRequested:
+    """Someone asked for a verification email to be sent to `email`."""
+
+    email: str
+    redirect_url: str
+    event_id: str = field(default_factory=_new_event_id)
+    occurred_at: datetime = field(default_factory=_now)
+
+    def to_message(self, topic: str) -> OutgoingMessage:
+        value = {
+            "event_id": self.event_id,
+            "event_type": EVENT_TYPE,
+            "event_version": EVENT_VERSION,
+            "occurred_at": self.occurred_at.isoformat(),
+            "email": self.email,
+            "redirect_url": self.redirect_url,
+        }
+        return OutgoingMessage(
+            topic=topic,
+            key=self.email.encode(),
+            value=json.dumps(value, separators=(",", ":")).encode(),
+            event_id=self.event_id,
+            headers=(
+                ("event_id", self.event_id.encode()),
+                ("event_type", EVENT_TYPE.encode()),
+                ("content_type", b"application/json"),
+            ),
+        )

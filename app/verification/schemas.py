@@ -1,0 +1,59 @@
+"""Request and response bodies of the verification-email routes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AnyUrl, BaseModel, ConfigDict, EmailStr, Field, UrlConstraints
+
+from app.kafka.receipts import DeliveryReceipt
+
+# http(s) only, a host required, and short enough to fit in an email comfortably.
+RedirectUrl = Annotated[
+    AnyUrl, UrlConstraints(max_length=2048, allowed_schemes=["http", "https"], host_required=True)
+]
+
+
+class VerificationEmailRequest(BaseModel):
+    """Ask for a verification email to be sent to `email`, linking back to `redirect_url`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"email": "ada@example.com", "redirect_url": "https://app.example.com/verify"}
+            ]
+        },
+    )
+
+    email: EmailStr = Field(max_length=254, description="Address to verify.")
+    redirect_url: RedirectUrl = Field(
+        description="Where the link in the email leads (http or https, at most 2048 characters)."
+    )
+
+
+class VerificationEmailAccepted(DeliveryReceipt):
+    """The request was published; this is the broker's receipt for it."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": "0b6f3f0e-6f1e-4c1b-9a53-5b1f0d7b0c2a",
+                    "topic": "send.verification.email",
+                    "partition": 0,
+                    "offset": 42,
+                    "timestamp": 1795605914242,
+                    "timestamp_type": "CreateTime",
+                    "log_start_offset": 0,
+                    "acks": "all",
+                    "idempotent": True,
+                    "confirmed": True,
+                    "attempts": 1,
+                    "elapsed_ms": 3.2,
+                    "deadline_ms": 5000,
+                }
+            ]
+        },
+    )

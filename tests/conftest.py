@@ -1,0 +1,121 @@
+"""Shared fixtures: real Kafka brokers started by the test session, per-test topics, apps.
+
+Brokers run on free loopback ports in temporary folders, so the suite never touches a
+developer's broker on 9092.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from app.config import KafkaSettings, ProducerSettings, Settings, VerificationSettings
+from app.main import create_app
+from app.state import AppState
+from devtools.kafka import KafkaCluster
+
+# Broker start-up, topic creation and consumer-group joins are real and take seconds.
+STARTUP_TIMEOUT_S = 60
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """One real Kafka node (KRaft, broker and controller), shared by the session."""
+    with KafkaCluster(tmp_path_factory.mktemp("kafka-single"), nodes=1) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """Three real Kafka nodes: replication factor 3, min.insync.replicas=2, no unclean election."""
+    with KafkaCluster(tmp_path_factory.mktemp("kafka-cluster"), nodes=3) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def topic_name(request: pytest.FixtureRequest) -> str:
+    """A topic name of this test's own."""
+    stem = re.sub(r"[^A-Za-z0-9]+", "-", request.node.name).strip("-")[:80]
+    return f"t-{stem}-{uuid.uuid4().hex[:8]}"
+
+
+async def create_topic(
+    bootstrap_servers: str, name: str, *, partitions: int = 3, replication_factor: int = 1
+) -> str:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)]
+        )
+    finally:
+        await admin.close()
+    return name
+
+
+@pytest.fixture
+async def topic(kafka_broker: KafkaCluster, topic_name: str) -> str:
+    """A fresh 3-partition topic on the single broker."""
+    return await create_topic(kafka_broker.bootstrap_servers, topic_name)
+
+
+def make_settings(bootstrap_servers: str, topic: str, **producer: object) -> Settings:
+    """Settings for a test app; ignores any `.env` file and takes producer overrides."""
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        kafka=KafkaSettings(
+            bootstrap_servers=bootstrap_servers,
+            producer=ProducerSettings.model_validate(producer),
+        ),
+        verification=VerificationSettings(topic=topic),
+    )
+
+
+@dataclass(frozen=True)
+class RunningApp:
+    app: FastAPI
+    client: httpx.AsyncClient
+    state: AppState
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[RunningApp]:
+    """The app with its real lifespan, and an HTTP client talking to it in-process."""
+    app = create_app(settings)
+    async with (
+        LifespanManager(app, startup_timeout=STARTUP_TIMEOUT_S, shutdown_timeout=30) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
+        ) as client,
+    ):
+        # The lifespan's state, as the server hands it to requests (read for observation only).
+        yield RunningApp(app=app, client=client, state=manager._state["app"])
+
+
+@pytest.fixture
+async def client(kafka_broker: KafkaCluster, topic: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for an app publishing to this test's topic on the single broker."""
+    async with running_app(make_settings(kafka_broker.bootstrap_servers, topic)) as running:
+        yield running.client
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent

@@ -1,0 +1,66 @@
+"""An independent consumer for tests: read back exactly what the broker stored."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+
+
+async def read_at(
+    bootstrap_servers: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    *,
+    timeout_s: float = 15.0,
+    isolation_level: str = "read_uncommitted",
+) -> Any:
+    """The record at `topic[partition]@offset`, read by a consumer of its own (no group)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,
+        isolation_level=isolation_level,
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        async with asyncio.timeout(timeout_s):
+            return await consumer.getone(tp)
+    finally:
+        await consumer.stop()
+
+
+async def read_all(
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    expected: int,
+    timeout_s: float = 20.0,
+    isolation_level: str = "read_uncommitted",
+) -> list[Any]:
+    """Every record of `topic` from the beginning, once `expected` have been read.
+
+    Raises TimeoutError if fewer than `expected` arrive in time.
+    """
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level=isolation_level,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            while len(records) < expected:
+                batches = await consumer.getmany(timeout_ms=500)
+                for batch in batches.values():
+                    records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()

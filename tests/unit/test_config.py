@@ -1,0 +1,111 @@
+"""Settings: defaults, environment parsing, and errors a person can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.config import Acks, Partitioner, SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _no_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # load_settings reads ./.env: run from an empty folder so a developer's file cannot leak in.
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults_are_the_safe_delivery_policy() -> None:
+    settings = load_settings()
+
+    assert settings.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.kafka.producer.acks is Acks.ALL
+    assert settings.kafka.producer.enable_idempotence is True
+    assert settings.kafka.producer.delivery_timeout_ms == 5000
+    assert settings.verification.topic == "send.verification.email"
+
+
+def test_nested_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA__BOOTSTRAP_SERVERS", "k1:9092, k2:9093")
+    monkeypatch.setenv("KAFKA__PRODUCER__ACKS", "1")
+    monkeypatch.setenv("KAFKA__PRODUCER__ENABLE_IDEMPOTENCE", "false")
+    monkeypatch.setenv("KAFKA__PRODUCER__PARTITIONER", "crc32")
+    monkeypatch.setenv("KAFKA__SECURITY__PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("KAFKA__SECURITY__SASL_USERNAME", "api")
+    monkeypatch.setenv("KAFKA__SECURITY__SASL_PASSWORD", "s3cret")
+
+    settings = load_settings()
+
+    assert settings.kafka.bootstrap_list == ["k1:9092", "k2:9093"]
+    assert settings.kafka.producer.acks is Acks.LEADER
+    assert settings.kafka.producer.partitioner is Partitioner.CRC32
+    assert settings.kafka.security.sasl_password is not None
+    assert settings.kafka.security.sasl_password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings)
+
+
+def test_dotenv_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("VERIFICATION__TOPIC=signups.verify\nUNRELATED=1\n")
+
+    assert load_settings().verification.topic == "signups.verify"
+
+
+@pytest.mark.parametrize(("given", "expected"), [("-1", Acks.ALL), ("all", Acks.ALL), ("0", Acks.NONE)])
+def test_acks_spellings(monkeypatch: pytest.MonkeyPatch, given: str, expected: Acks) -> None:
+    monkeypatch.setenv("KAFKA__PRODUCER__ACKS", given)
+    monkeypatch.setenv("KAFKA__PRODUCER__ENABLE_IDEMPOTENCE", "false")
+
+    assert load_settings().kafka.producer.acks is expected
+
+
+def test_idempotence_with_acks_1_is_refused_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAFKA__PRODUCER__ACKS", "1")
+
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+
+    message = str(caught.value)
+    assert "KAFKA__PRODUCER__ACKS=1 conflicts with KAFKA__PRODUCER__ENABLE_IDEMPOTENCE" in message
+    assert "Set KAFKA__PRODUCER__ACKS=all" in message
+    assert "Traceback" not in message
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fragment"),
+    [
+        ("KAFKA__BOOTSTRAP_SERVERS", "localhost", "'localhost' is not host:port"),
+        ("KAFKA__BOOTSTRAP_SERVERS", " , ", "at least one broker"),
+        ("KAFKA__PRODUCER__ACKS", "2", "KAFKA__PRODUCER__ACKS"),
+        ("KAFKA__PRODUCER__DELIVERY_TIMEOUT_MS", "0", "KAFKA__PRODUCER__DELIVERY_TIMEOUT_MS"),
+        ("KAFKA__PRODUCER__LINGER_MS", "6000", "must be shorter than"),
+        ("KAFKA__PRODUCER__MAX_BATCH_SIZE", "2000000", "must not exceed"),
+        ("KAFKA__PRODUCER__COMPRESSION_TYPE", "brotli", "KAFKA__PRODUCER__COMPRESSION_TYPE"),
+        ("KAFKA__SECURITY__PROTOCOL", "SASL_SSL", "needs KAFKA__SECURITY__SASL_USERNAME"),
+        ("KAFKA__SECURITY__SSL_CAFILE", "/nonexistent/ca.pem", "no file at"),
+        ("VERIFICATION__TOPIC", "bad topic!", "VERIFICATION__TOPIC"),
+        ("API__PORT", "70000", "API__PORT"),
+    ],
+)
+def test_invalid_settings_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, fragment: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(SettingsError, match=fragment):
+        load_settings()
+
+
+def test_transactional_id_needs_idempotence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA__PRODUCER__TRANSACTIONAL_ID", "api-1")
+    monkeypatch.setenv("KAFKA__PRODUCER__ENABLE_IDEMPOTENCE", "false")
+
+    with pytest.raises(SettingsError, match="TRANSACTIONAL_ID needs"):
+        load_settings()
+
+
+def test_gzip_compression_needs_no_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA__PRODUCER__COMPRESSION_TYPE", "gzip")
+
+    assert load_settings().kafka.producer.compression_type is not None

@@ -1,0 +1,126 @@
+"""HTTP contract that needs no broker: validation, size limits, error shape, OpenAPI docs.
+
+The app runs its real lifespan against a closed loopback port (no broker), so these also
+show that the service starts and answers without Kafka.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import closed_port, make_settings, running_app
+
+VALID = {"email": "ada@example.com", "redirect_url": "https://app.example.com/verify"}
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    settings = make_settings(
+        f"127.0.0.1:{closed_port()}", "t-http", delivery_timeout_ms=300, connect_timeout_ms=200
+    )
+    async with running_app(settings) as running:
+        yield running.client
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"redirect_url": "https://x.example/"}, "email"),
+        ({"email": "ada@example.com"}, "redirect_url"),
+        ({**VALID, "email": "not-an-email"}, "email"),
+        ({**VALID, "email": "a" * 250 + "@example.com"}, "email"),
+        ({**VALID, "redirect_url": "ftp://x.example/"}, "redirect_url"),
+        ({**VALID, "redirect_url": "javascript:alert(1)"}, "redirect_url"),
+        ({**VALID, "redirect_url": "https://x.example/" + "a" * 2100}, "redirect_url"),
+        ({**VALID, "admin": True}, "admin"),
+        ({**VALID, "email": 42}, "email"),
+    ],
+)
+async def test_invalid_bodies_get_422_naming_the_field(
+    client: httpx.AsyncClient, body: dict[str, Any], field: str
+) -> None:
+    response = await client.post("/verification-emails", json=body)
+
+    assert response.status_code == 422
+    payload = response.json()
+    assert payload["error"] == "invalid_request"
+    assert field in [problem["loc"][-1] for problem in payload["errors"]]
+    assert "input" not in payload["errors"][0]  # the request is not echoed back
+
+
+async def test_malformed_json_gets_422(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/verification-emails",
+        content=b'{"email": ',
+        headers={"content-type": "application/json"},
+    )
+
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_oversized_body_gets_413_before_it_is_read(
+    client: httpx.AsyncClient, chunked: bool
+) -> None:
+    payload = b'{"email": "' + b"a" * 20000 + b'"}'
+
+    async def stream() -> AsyncIterator[bytes]:
+        for start in range(0, len(payload), 4096):
+            yield payload[start : start + 4096]
+
+    response = await client.post(
+        "/verification-emails",
+        content=stream() if chunked else payload,
+        headers={"content-type": "application/json"},
+    )
+
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": "body_too_large",
+        "detail": "request body exceeds 16384 bytes",
+    }
+
+
+async def test_unknown_route_and_method_get_json_errors(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/nope")
+    wrong_method = await client.get("/verification-emails")
+
+    assert (missing.status_code, missing.json()["error"]) == (404, "not_found")
+    assert (wrong_method.status_code, wrong_method.json()["error"]) == (405, "method_not_allowed")
+
+
+async def test_liveness_does_not_depend_on_kafka(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/health/live")).json() == {"status": "alive"}
+    assert (await client.get("/health/ready")).status_code == 503
+
+
+async def test_openapi_documents_every_route_model_and_error(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    docs = await client.get("/docs")
+
+    assert docs.status_code == 200
+    assert set(spec["paths"]) == {"/verification-emails", "/health/live", "/health/ready"}
+    post = spec["paths"]["/verification-emails"]["post"]
+    assert set(post["responses"]) == {"202", "413", "422", "502", "503"}
+    assert post["description"]
+    examples_413 = post["responses"]["413"]["content"]["application/json"]["examples"]
+    assert set(examples_413) == {"body_too_large", "record_too_large"}
+    schemas = spec["components"]["schemas"]
+    receipt_fields = set(schemas["VerificationEmailAccepted"]["properties"])
+    assert {
+        "event_id",
+        "topic",
+        "partition",
+        "offset",
+        "timestamp",
+        "timestamp_type",
+        "log_start_offset",
+        "acks",
+    } <= receipt_fields
+    assert schemas["VerificationEmailAccepted"].get("examples")
+    assert "503" in spec["paths"]["/health/ready"]["get"]["responses"]

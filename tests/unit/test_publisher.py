@@ -1,0 +1,208 @@
+"""The publisher's lifecycle, deadline and error classification, with a fake aiokafka producer.
+
+These are pure unit tests of our own logic; what Kafka does is tested against real brokers in
+tests/integration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import namedtuple
+from typing import Any
+
+import pytest
+from aiokafka.errors import (  # type: ignore[import-untyped]
+    KafkaConnectionError,
+    MessageSizeTooLargeError,
+    NotEnoughReplicasError,
+    TopicAuthorizationFailedError,
+)
+
+from app.config import KafkaSettings, ProducerSettings
+from app.kafka import errors
+from app.kafka.messages import OutgoingMessage
+from app.kafka.publisher import KafkaPublisher, PublisherState
+
+Metadata = namedtuple(
+    "Metadata", "topic partition offset timestamp timestamp_type log_start_offset"
+)
+MESSAGE = OutgoingMessage(topic="t", value=b"{}", key=b"k", event_id="e-1")
+
+
+class _Accumulator:
+    def __init__(self) -> None:
+        self.failed_with: BaseException | None = None
+
+    def fail_all(self, exc: BaseException) -> None:
+        self.failed_with = exc
+
+
+class FakeProducer:
+    """Just enough of AIOKafkaProducer: behaviour is set per test."""
+
+    def __init__(
+        self,
+        *,
+        start_error: BaseException | None = None,
+        send_error: BaseException | None = None,
+        ack: Any = None,
+        never_ack: bool = False,
+    ) -> None:
+        self.start_error = start_error
+        self.send_error = send_error
+        self.ack = ack if ack is not None else Metadata("t", 1, 7, 1000, 0, 0)
+        self.never_ack = never_ack
+        self.started = self.stopped = False
+        self.sent: list[tuple[str, bytes]] = []
+        self._message_accumulator = _Accumulator()
+
+    async def start(self) -> None:
+        if self.start_error is not None:
+            raise self.start_error
+        self.started = True
+
+    async def flush(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def send(self, topic: str, value: bytes, **_: Any) -> asyncio.Future[Any]:
+        if self.send_error is not None:
+            raise self.send_error
+        self.sent.append((topic, value))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if not self.never_ack:
+            future.set_result(self.ack)
+        return future
+
+
+def make_publisher(*producers: FakeProducer, **policy: Any) -> KafkaPublisher:
+    queue = list(producers)
+    settings = KafkaSettings(
+        producer=ProducerSettings.model_validate(
+            {"connect_timeout_ms": 200, "reconnect_backoff_max_ms": 50, **policy}
+        )
+    )
+    return KafkaPublisher(settings, producer_factory=lambda: queue.pop(0))
+
+
+async def test_publish_before_start_is_a_clear_error() -> None:
+    publisher = make_publisher(FakeProducer())
+
+    with pytest.raises(errors.PublisherStateError, match="is new"):
+        await publisher.publish(MESSAGE)
+
+
+async def test_publish_after_stop_is_a_clear_error() -> None:
+    producer = FakeProducer()
+    publisher = make_publisher(producer)
+    await publisher.start()
+    await publisher.stop()
+
+    with pytest.raises(errors.PublisherStateError, match="is stopped"):
+        await publisher.publish(MESSAGE)
+    assert producer.stopped
+    assert publisher.state is PublisherState.STOPPED
+
+
+async def test_start_twice_is_refused_and_stop_twice_is_harmless() -> None:
+    publisher = make_publisher(FakeProducer())
+    await publisher.start()
+
+    with pytest.raises(errors.PublisherStateError):
+        await publisher.start()
+    await publisher.stop()
+    await publisher.stop()
+    assert publisher.state is PublisherState.STOPPED
+
+
+async def test_receipt_carries_the_broker_metadata() -> None:
+    publisher = make_publisher(FakeProducer(ack=Metadata("t", 2, 41, 1234, 1, 5)))
+    await publisher.start()
+
+    receipt = await publisher.publish(MESSAGE)
+    await publisher.stop()
+
+    assert (receipt.partition, receipt.offset, receipt.timestamp) == (2, 41, 1234)
+    assert receipt.timestamp_type == "LogAppendTime"
+    assert receipt.log_start_offset == 5
+    assert receipt.confirmed is True
+    assert receipt.event_id == "e-1"
+
+
+async def test_deadline_bounds_a_publish_that_is_never_acknowledged() -> None:
+    publisher = make_publisher(FakeProducer(never_ack=True), delivery_timeout_ms=300)
+    await publisher.start()
+
+    started = time.monotonic()
+    with pytest.raises(errors.DeliveryTimeout) as caught:
+        await publisher.publish(MESSAGE)
+    elapsed = time.monotonic() - started
+    await publisher.stop()
+
+    assert caught.value.sent is None  # it reached the producer: it may still be written
+    assert caught.value.event_id == "e-1"
+    assert 0.25 < elapsed < 2.0
+    assert publisher.awaiting_acknowledgement == 0
+
+
+async def test_unreachable_broker_at_start_leaves_it_connecting_then_it_recovers() -> None:
+    down = KafkaConnectionError("refused")
+    publisher = make_publisher(
+        FakeProducer(start_error=down), FakeProducer(start_error=down), FakeProducer()
+    )
+
+    await publisher.start()
+    assert publisher.state is PublisherState.CONNECTING
+    assert not await publisher.ping()
+    receipt = await publisher.publish(MESSAGE)  # waits for the background reconnect
+    await publisher.stop()
+
+    assert receipt.offset == 7
+
+
+async def test_publish_while_connecting_fails_within_the_deadline_as_not_sent() -> None:
+    down = KafkaConnectionError("refused")
+    publisher = make_publisher(
+        *(FakeProducer(start_error=down) for _ in range(100)), delivery_timeout_ms=300
+    )
+    await publisher.start()
+
+    with pytest.raises(errors.DeliveryTimeout) as caught:
+        await publisher.publish(MESSAGE)
+    await publisher.stop()
+
+    assert caught.value.sent is False
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (MessageSizeTooLargeError(), errors.RecordTooLarge),
+        (TopicAuthorizationFailedError(), errors.PublishRejected),
+        (NotEnoughReplicasError(), errors.BrokerUnavailable),
+    ],
+)
+async def test_errors_are_classified(raised: Exception, expected: type[Exception]) -> None:
+    publisher = make_publisher(FakeProducer(send_error=raised))
+    await publisher.start()
+
+    with pytest.raises(expected) as caught:
+        await publisher.publish(MESSAGE)
+    await publisher.stop()
+
+    assert type(caught.value) is expected
+    assert "Traceback" not in str(caught.value)
+
+
+async def test_stop_fails_what_the_producer_still_holds_so_it_cannot_hang() -> None:
+    producer = FakeProducer()
+    publisher = make_publisher(producer)
+    await publisher.start()
+
+    await publisher.stop()
+
+    assert producer._message_accumulator.failed_with is not None
+    assert producer.stopped

@@ -1,0 +1,83 @@
+"""The Kafka message a verification request becomes, and how its partition is chosen."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from datetime import UTC, datetime
+
+from app.config import KafkaSettings, ProducerSettings
+from app.kafka.options import crc32_partitioner, producer_options
+from app.verification.events import VerificationEmailRequested
+
+
+def test_event_becomes_keyed_json_with_headers() -> None:
+    event = VerificationEmailRequested(
+        email="ada@example.com",
+        redirect_url="https://app.example.com/verify",
+        event_id="e-1",
+        occurred_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
+
+    message = event.to_message("send.verification.email")
+
+    assert message.topic == "send.verification.email"
+    assert message.key == b"ada@example.com"
+    assert message.event_id == "e-1"
+    assert json.loads(message.value) == {
+        "event_id": "e-1",
+        "event_type": "verification_email.requested",
+        "event_version": 1,
+        "occurred_at": "2026-01-02T03:04:05+00:00",
+        "email": "ada@example.com",
+        "redirect_url": "https://app.example.com/verify",
+    }
+    assert dict(message.headers) == {
+        "event_id": b"e-1",
+        "event_type": b"verification_email.requested",
+        "content_type": b"application/json",
+    }
+
+
+def test_each_event_gets_its_own_id() -> None:
+    first = VerificationEmailRequested(email="a@example.com", redirect_url="https://x.example/")
+    second = VerificationEmailRequested(email="a@example.com", redirect_url="https://x.example/")
+
+    assert first.event_id != second.event_id
+
+
+def test_crc32_partitioner_is_stable_per_key() -> None:
+    partitions = [0, 1, 2, 3, 4, 5]
+    chosen = {crc32_partitioner(b"ada@example.com", partitions, partitions) for _ in range(20)}
+
+    assert chosen == {zlib.crc32(b"ada@example.com") % 6}
+
+
+def test_crc32_partitioner_spreads_keyless_records_over_available_partitions() -> None:
+    chosen = {crc32_partitioner(None, [0, 1, 2], [1, 2]) for _ in range(200)}
+
+    assert chosen == {1, 2}
+
+
+def test_producer_options_carry_every_setting() -> None:
+    settings = KafkaSettings(
+        bootstrap_servers="a:1,b:2",
+        producer=ProducerSettings(
+            acks="1",  # type: ignore[arg-type]
+            enable_idempotence=False,
+            linger_ms=5,
+            compression_type="gzip",  # type: ignore[arg-type]
+            client_id="svc",
+        ),
+    )
+
+    options = producer_options(settings)
+
+    assert options["bootstrap_servers"] == ["a:1", "b:2"]
+    assert options["acks"] == 1
+    assert options["enable_idempotence"] is False
+    assert options["linger_ms"] == 5
+    assert options["compression_type"] == "gzip"
+    assert options["client_id"] == "svc"
+    assert options["security_protocol"] == "PLAINTEXT"
+    assert "sasl_plain_password" not in options
