@@ -236,6 +236,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         env_nested_delimiter="__",
         nested_model_default_partial_update=True,
+        # `KEY=` (as in .env.example) means "use the default", not an empty string or path.
+        env_ignore_empty=True,
         # Unrelated variables in .env (e.g. for docker compose) are not ours to refuse.
         extra="ignore",
         frozen=True,

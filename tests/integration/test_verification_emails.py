@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 
 from app.kafka import publisher as publisher_module
 from devtools.kafka import KafkaCluster
-from tests.conftest import closed_port, make_settings, running_app
+from tests.conftest import closed_port, eventually, make_settings, running_app
 from tests.kafka_reader import read_all, read_at
 
 pytestmark = pytest.mark.kafka
@@ -53,9 +53,7 @@ async def test_receipt_matches_what_an_independent_consumer_reads(
 async def test_one_users_messages_share_a_partition_in_order(
     client: httpx.AsyncClient, topic: str
 ) -> None:
-    receipts = [
-        (await client.post("/verification-emails", json=BODY)).json() for _ in range(5)
-    ]
+    receipts = [(await client.post("/verification-emails", json=BODY)).json() for _ in range(5)]
 
     assert len({r["partition"] for r in receipts}) == 1
     offsets = [r["offset"] for r in receipts]
@@ -143,9 +141,11 @@ async def test_shutdown_flushes_messages_published_just_before_it(
             )
             for i in range(20)
         ]
-        async with asyncio.timeout(10):
-            while publisher.awaiting_acknowledgement < 20:
-                await asyncio.sleep(0)  # yield until every request is in the producer's buffer
+
+        async def all_buffered() -> bool:
+            return publisher.awaiting_acknowledgement == 20
+
+        await eventually(all_buffered, timeout_s=10, interval_s=0)
         assert all(not t.done() for t in tasks)
     # the lifespan has ended: the publisher is stopped and every request has its answer
     responses = [t.result() for t in tasks]
@@ -159,9 +159,7 @@ async def test_shutdown_flushes_messages_published_just_before_it(
 async def test_transactional_producer_publishes_committed_messages(
     kafka_broker: KafkaCluster, topic: str
 ) -> None:
-    settings = make_settings(
-        kafka_broker.bootstrap_servers, topic, transactional_id=f"tx-{topic}"
-    )
+    settings = make_settings(kafka_broker.bootstrap_servers, topic, transactional_id=f"tx-{topic}")
     async with running_app(settings) as running:
         client = running.client
         responses = [await client.post("/verification-emails", json=BODY) for _ in range(3)]
@@ -229,9 +227,11 @@ async def test_the_app_connects_once_a_broker_appears_after_start_up(
         cluster = KafkaCluster(tmp_path_factory.mktemp("late"), nodes=1, broker_port=port)
         await asyncio.to_thread(cluster.start)
         try:
-            async with asyncio.timeout(30):
-                while (await client.get("/health/ready")).status_code != 200:
-                    await asyncio.sleep(0.2)
+
+            async def ready() -> bool:
+                return (await client.get("/health/ready")).status_code == 200
+
+            await eventually(ready, timeout_s=30, interval_s=0.2)
             response = await client.post("/verification-emails", json=BODY)
         finally:
             await asyncio.to_thread(cluster.stop)

@@ -50,7 +50,9 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
     assert load_settings().verification.topic == "signups.verify"
 
 
-@pytest.mark.parametrize(("given", "expected"), [("-1", Acks.ALL), ("all", Acks.ALL), ("0", Acks.NONE)])
+@pytest.mark.parametrize(
+    ("given", "expected"), [("-1", Acks.ALL), ("all", Acks.ALL), ("0", Acks.NONE)]
+)
 def test_acks_spellings(monkeypatch: pytest.MonkeyPatch, given: str, expected: Acks) -> None:
     monkeypatch.setenv("KAFKA__PRODUCER__ACKS", given)
     monkeypatch.setenv("KAFKA__PRODUCER__ENABLE_IDEMPOTENCE", "false")

@@ -1,0 +1,61 @@
+# Two commands: `make run` and `make test`. Each sets up everything it needs on a fresh machine:
+# Java and Maven (Debian packages, if missing), uv (from PyPI), the locked Python environment,
+# and Apache Kafka's jars (from Maven Central).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+
+# uv uses the machine's Python, never a downloaded one; the environment lives in .venv.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: help install system-deps kafka-fetch run test lint format typecheck pytest clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --locked --quiet
+	touch $@
+
+system-deps:  ## Java 17+ and Maven, from Debian packages when missing
+	bash devtools/system-deps.sh
+
+install: system-deps $(VENV)/.synced  ## everything needed to run and test
+
+kafka-fetch: install  ## Apache Kafka's jars from Maven Central (once)
+	$(PY) -m devtools.kafka fetch
+
+run: kafka-fetch  ## serve the API on 127.0.0.1:8000 with a local broker on 127.0.0.1:9092
+	$(PY) -m devtools.serve
+
+lint: install  ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install  ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+typecheck: install  ## mypy --strict over app, tests and devtools
+	$(VENV)/bin/mypy
+
+pytest: kafka-fetch  ## the test suite, real brokers included
+	$(VENV)/bin/pytest
+
+test: lint typecheck pytest  ## lint, type-check, then the whole suite
+
+clean:  ## remove environments, jars and local broker data
+	rm -rf $(VENV) $(TOOLS) .kafka .mypy_cache .ruff_cache .pytest_cache

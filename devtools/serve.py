@@ -1,0 +1,108 @@
+"""`make run`: a local Kafka broker unless one is reachable, then the API. Ctrl-C stops it all.
+
+- Reads the same settings as the app (environment and `.env`).
+- If no broker in `KAFKA__BOOTSTRAP_SERVERS` accepts a TCP connection, starts a one-node
+  broker on 127.0.0.1:9092 whose data persists in `.kafka/dev` between runs, and points the
+  app at it (`DEVTOOLS_KAFKA_PORT` and `DEVTOOLS_KAFKA_DIR` change both).
+- Runs `python -m app` and waits. Ctrl-C or SIGTERM stops the app (graceful, bounded), then
+  the broker if this command started it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from app.config import SettingsError, load_settings
+from devtools.kafka import REPO_ROOT, KafkaCluster, KafkaToolError
+
+# Overridable so the end-to-end test of this command never touches a developer's broker.
+LOCAL_PORT = int(os.environ.get("DEVTOOLS_KAFKA_PORT", "9092"))
+LOCAL_BROKER = f"127.0.0.1:{LOCAL_PORT}"
+DEV_DIR = Path(os.environ.get("DEVTOOLS_KAFKA_DIR", str(REPO_ROOT / ".kafka" / "dev")))
+STOP_TIMEOUT_S = 30.0
+
+
+def reachable(servers: list[str], timeout_s: float = 1.0) -> bool:
+    """True if any of `host:port` accepts a TCP connection."""
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def local_broker() -> KafkaCluster:
+    if (DEV_DIR / "cluster.json").exists():
+        return KafkaCluster.load(DEV_DIR)
+    return KafkaCluster(DEV_DIR, nodes=1, broker_port=LOCAL_PORT)
+
+
+def stop_process(process: subprocess.Popen[bytes], name: str) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        print(f"{name} did not stop within {STOP_TIMEOUT_S:.0f}s; killing it", file=sys.stderr)
+        process.kill()
+        process.wait(timeout=STOP_TIMEOUT_S)
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(error, file=sys.stderr)
+        return 2
+
+    stopping = False
+
+    def request_stop(signum: int, _: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    env = dict(os.environ)
+    cluster: KafkaCluster | None = None
+    if reachable(settings.kafka.bootstrap_list):
+        print(f"using the Kafka broker at {settings.kafka.bootstrap_servers}")
+    else:
+        print(f"no broker at {settings.kafka.bootstrap_servers}; starting one on {LOCAL_BROKER}")
+        cluster = local_broker()
+        try:
+            started = time.monotonic()
+            cluster.start()
+        except KafkaToolError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        print(f"broker ready in {time.monotonic() - started:.1f}s (data in {DEV_DIR})")
+        env["KAFKA__BOOTSTRAP_SERVERS"] = cluster.bootstrap_servers
+
+    api = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=REPO_ROOT)
+    print(f"API on http://{settings.api.host}:{settings.api.port} (docs at /docs); Ctrl-C stops")
+    try:
+        while not stopping and api.poll() is None:
+            time.sleep(0.2)
+    finally:
+        stop_process(api, "the API")
+        if cluster is not None:
+            print("stopping the local broker")
+            cluster.stop()
+    return 0 if stopping else (api.returncode or 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

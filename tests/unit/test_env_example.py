@@ -1,0 +1,58 @@
+"""`.env.example` lists every setting, with its real default, and nothing else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, SecretStr
+
+from app.config import Settings, load_settings
+from tests.conftest import repo_root
+
+
+def _leaves(model: type[BaseModel], prefix: str = "") -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        key = f"{prefix}{name.upper()}"
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            fields.update(_leaves(annotation, f"{key}__"))
+        else:
+            fields[key] = info.default
+    return fields
+
+
+def _example() -> dict[str, str]:
+    pairs = {}
+    for line in (repo_root() / ".env.example").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key] = value
+    return pairs
+
+
+def _as_env(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return str(getattr(value, "value", value))
+
+
+def test_every_setting_is_listed_with_its_default() -> None:
+    expected = {key: _as_env(default) for key, default in _leaves(Settings).items()}
+
+    assert _example() == expected
+
+
+def test_the_example_copied_to_dotenv_gives_the_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text((repo_root() / ".env.example").read_text())
+    monkeypatch.chdir(tmp_path)
+
+    assert load_settings() == Settings(_env_file=None)
