@@ -1,0 +1,1 @@
+"""Developer tooling for this project (not shipped with the application)."""
