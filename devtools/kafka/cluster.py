@@ -305,8 +305,15 @@ def _run_all_bounded(
 
 
 def new_cluster_id() -> str:
-    """A random KRaft cluster id: a UUID as 22 characters of unpadded base64url."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+    """A random KRaft cluster id: a UUID as 22 characters of unpadded base64url.
+
+    Never starting with "-" (as Kafka's own `Uuid.randomUuid()` ensures), so no command line
+    can mistake it for an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _tail_text(text: str, lines: int = _LOG_TAIL_LINES) -> str:
@@ -776,8 +783,8 @@ class KafkaCluster:
                 "kafka.tools.StorageTool",
                 "format",
                 "--ignore-formatted",  # keeps the data of a previous run in this workdir
-                "-t",
-                self._cluster_id,
+                # one argument, so even an id starting with "-" (from an older state) is a value
+                f"--cluster-id={self._cluster_id}",
                 "-c",
                 str(self.properties_path(n)),
             )

@@ -307,3 +307,10 @@ def test_cli_controls_a_cluster_started_by_another_process(cluster3: KafkaCluste
     assert missing.returncode == 1
     assert missing.stderr.startswith("error: no Kafka cluster in ")
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_cluster_ids_never_look_like_an_option() -> None:
+    ids = {new_cluster_id() for _ in range(2000)}
+
+    assert len(ids) == 2000
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
