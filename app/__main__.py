@@ -27,7 +27,8 @@ def main() -> int:
         port=settings.api.port,
         log_level=settings.api.log_level,
         log_config=None,
-        timeout_graceful_shutdown=settings.kafka.producer.delivery_timeout_ms // 1000 + 5,
+        # in-flight requests finish within their policy's deadline; then the lifespan stops
+        timeout_graceful_shutdown=settings.kafka.policies.longest_deadline_ms() // 1000 + 5,
     )
     return 0
 

@@ -121,11 +121,9 @@ class SecuritySettings(_Section):
 
 
 class ProducerSettings(_Section):
-    """Options of the long-lived producer, named after aiokafka's (and Kafka's) own."""
+    """Transport options shared by every policy's producer (named after aiokafka's own)."""
 
     client_id: str = Field(default="kafka-events-api", min_length=1)
-    acks: Acks = Acks.ALL
-    enable_idempotence: bool = True
     linger_ms: int = Field(default=0, ge=0)
     max_batch_size: int = Field(default=16384, gt=0)
     compression_type: CompressionType | None = None
@@ -134,42 +132,12 @@ class ProducerSettings(_Section):
     retry_backoff_ms: PositiveMs = 100
     metadata_max_age_ms: PositiveMs = 300000
     partitioner: Partitioner = Partitioner.MURMUR2
-    transactional_id: str | None = None
-    transaction_timeout_ms: PositiveMs = 60000
-    delivery_timeout_ms: PositiveMs = 5000
     connect_timeout_ms: PositiveMs = 5000
     reconnect_backoff_max_ms: PositiveMs = 30000
     close_timeout_ms: PositiveMs = 10000
 
-    @field_validator("acks", mode="before")
-    @classmethod
-    def _acks_aliases(cls, value: object) -> object:
-        # Kafka spells "all" as -1 too; env values arrive as strings, Python callers may pass ints.
-        if value in (-1, "-1"):
-            return Acks.ALL
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        return value
-
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.enable_idempotence and self.acks is not Acks.ALL:
-            raise ValueError(
-                f"KAFKA__PRODUCER__ACKS={self.acks.value} conflicts with "
-                "KAFKA__PRODUCER__ENABLE_IDEMPOTENCE=true: an idempotent producer needs every "
-                "in-sync replica to acknowledge. Set KAFKA__PRODUCER__ACKS=all, or set "
-                "KAFKA__PRODUCER__ENABLE_IDEMPOTENCE=false to use acks=0 or 1"
-            )
-        if self.transactional_id is not None and not self.enable_idempotence:
-            raise ValueError(
-                "KAFKA__PRODUCER__TRANSACTIONAL_ID needs KAFKA__PRODUCER__ENABLE_IDEMPOTENCE=true"
-            )
-        if self.linger_ms >= self.delivery_timeout_ms:
-            raise ValueError(
-                f"KAFKA__PRODUCER__LINGER_MS ({self.linger_ms}) must be shorter than "
-                f"KAFKA__PRODUCER__DELIVERY_TIMEOUT_MS ({self.delivery_timeout_ms}), or no "
-                "publish could ever finish in time"
-            )
         if self.max_batch_size > self.max_request_size:
             raise ValueError(
                 f"KAFKA__PRODUCER__MAX_BATCH_SIZE ({self.max_batch_size}) must not exceed "
@@ -186,10 +154,110 @@ class ProducerSettings(_Section):
         return self
 
 
+class RetrySettings(_Section):
+    """Application-level retries of a publish, with kafkajs' `RetryOptions` semantics.
+
+    The first retry waits `initial_retry_time_ms` randomised by +-`factor` (0.2 = +-20%); each
+    next wait is the previous one randomised by +-`factor` and multiplied by `multiplier`,
+    capped at `max_retry_time_ms` (a cap per wait, not a total). At most `retries` retries,
+    and never past the policy's `delivery_timeout_ms`.
+    """
+
+    retries: int = Field(default=5, ge=0, le=100)
+    initial_retry_time_ms: PositiveMs = 300
+    factor: float = Field(default=0.2, ge=0, lt=1)
+    multiplier: float = Field(default=2.0, ge=1)
+    max_retry_time_ms: PositiveMs = 30000
+
+
+class PolicyName(StrEnum):
+    """The delivery policies; each has a producer of its own."""
+
+    FIRE_AND_FORGET = "fire_and_forget"
+    LEADER = "leader"
+    REPLICATED = "replicated"
+
+
+class PolicySettings(_Section):
+    """How messages of a delivery policy are delivered."""
+
+    acks: Acks
+    enable_idempotence: bool
+    delivery_timeout_ms: PositiveMs = 5000
+    attempt_timeout_ms: PositiveMs = 2000
+    retry: RetrySettings = RetrySettings()
+    outbox: bool = False
+    linger_ms: int | None = Field(default=None, ge=0)
+    transactional_id: str | None = None
+    transaction_timeout_ms: PositiveMs = 60000
+
+    @field_validator("acks", mode="before")
+    @classmethod
+    def _acks_aliases(cls, value: object) -> object:
+        # Kafka spells "all" as -1 too; env values arrive as strings, Python callers may pass ints.
+        if value in (-1, "-1"):
+            return Acks.ALL
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    def check(self, name: str) -> None:
+        """Cross-field rules; raises ValueError naming the variables of policy `name`."""
+        var = f"KAFKA__POLICIES__{name.upper()}__"
+        if self.enable_idempotence and self.acks is not Acks.ALL:
+            raise ValueError(
+                f"{var}ACKS={self.acks.value} conflicts with {var}ENABLE_IDEMPOTENCE=true: an "
+                f"idempotent producer needs every in-sync replica to acknowledge. Set "
+                f"{var}ACKS=all, or set {var}ENABLE_IDEMPOTENCE=false to use acks=0 or 1"
+            )
+        if self.transactional_id is not None and not self.enable_idempotence:
+            raise ValueError(f"{var}TRANSACTIONAL_ID needs {var}ENABLE_IDEMPOTENCE=true")
+        if self.linger_ms is not None and self.linger_ms >= self.delivery_timeout_ms:
+            raise ValueError(
+                f"{var}LINGER_MS ({self.linger_ms}) must be shorter than "
+                f"{var}DELIVERY_TIMEOUT_MS ({self.delivery_timeout_ms}), or no publish could "
+                "ever finish in time"
+            )
+
+
+class PoliciesSettings(_Section):
+    """The three named delivery policies, after the seed's named clients.
+
+    fire_and_forget: acks=0, no answer, no offset; fastest, loses messages when a broker fails.
+    leader: acks=1; lost if the leader dies before followers copy it.
+    replicated: acks=all with idempotence; survives the loss of all but min.insync.replicas.
+    """
+
+    fire_and_forget: PolicySettings = PolicySettings(
+        acks=Acks.NONE, enable_idempotence=False, retry=RetrySettings(retries=2)
+    )
+    leader: PolicySettings = PolicySettings(acks=Acks.LEADER, enable_idempotence=False)
+    replicated: PolicySettings = PolicySettings(acks=Acks.ALL, enable_idempotence=True)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        for name in PolicyName:
+            self.get(name).check(name.value)
+        ids = [p.transactional_id for p in map(self.get, PolicyName) if p.transactional_id]
+        if len(ids) != len(set(ids)):
+            raise ValueError(
+                "each policy needs its own TRANSACTIONAL_ID: producers sharing one fence each other"
+            )
+        return self
+
+    def longest_deadline_ms(self) -> int:
+        return max(self.get(name).delivery_timeout_ms for name in PolicyName)
+
+    def get(self, name: PolicyName) -> PolicySettings:
+        policy: PolicySettings = getattr(self, PolicyName(name).value)
+        return policy
+
+
 class KafkaSettings(_Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     security: SecuritySettings = SecuritySettings()
     producer: ProducerSettings = ProducerSettings()
+    policies: PoliciesSettings = PoliciesSettings()
     ready_timeout_ms: PositiveMs = 2000
 
     @field_validator("bootstrap_servers")
@@ -204,6 +272,18 @@ class KafkaSettings(_Section):
                 raise ValueError(f"'{server}' is not host:port (e.g. 127.0.0.1:9092)")
         return ",".join(servers)
 
+    @model_validator(mode="after")
+    def _linger_fits(self) -> Self:
+        for name in PolicyName:
+            policy = self.policies.get(name)
+            if policy.linger_ms is None and self.producer.linger_ms >= policy.delivery_timeout_ms:
+                raise ValueError(
+                    f"KAFKA__PRODUCER__LINGER_MS ({self.producer.linger_ms}) must be shorter "
+                    f"than KAFKA__POLICIES__{name.value.upper()}__DELIVERY_TIMEOUT_MS "
+                    f"({policy.delivery_timeout_ms})"
+                )
+        return self
+
     @property
     def bootstrap_list(self) -> list[str]:
         return self.bootstrap_servers.split(",")
@@ -211,12 +291,52 @@ class KafkaSettings(_Section):
 
 class VerificationSettings(_Section):
     topic: str = "send.verification.email"
+    policy: PolicyName = PolicyName.REPLICATED
 
     @field_validator("topic")
     @classmethod
     def _topic(cls, value: str) -> str:
         if not _TOPIC.match(value) or value in {".", ".."}:
             raise ValueError("a Kafka topic name is 1-249 of A-Z a-z 0-9 . _ -")
+        return value
+
+
+class StoreSettings(_Section):
+    """Where failed and outbox messages are kept until delivered."""
+
+    url: str = "sqlite+aiosqlite:///data/messages.db"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "use sqlite+aiosqlite:///<path> (three slashes: relative, four: absolute) or "
+                "postgresql+asyncpg://user:password@host/db"
+            )
+        return value
+
+
+class ReplaySettings(_Section):
+    """The background relay that publishes stored (failed or outbox) messages."""
+
+    enabled: bool = True
+    interval_ms: PositiveMs = 1000
+    batch_size: int = Field(default=100, gt=0, le=10000)
+    backoff_max_ms: PositiveMs = 30000
+    max_attempts: int = Field(default=100, gt=0)
+
+
+class AdminSettings(_Section):
+    """The admin routes (/admin/...): off unless a token is set."""
+
+    token: SecretStr | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("use at least 16 characters")
         return value
 
 
@@ -245,6 +365,9 @@ class Settings(BaseSettings):
 
     api: ApiSettings = ApiSettings()
     kafka: KafkaSettings = KafkaSettings()
+    store: StoreSettings = StoreSettings()
+    replay: ReplaySettings = ReplaySettings()
+    admin: AdminSettings = AdminSettings()
     verification: VerificationSettings = VerificationSettings()
 
 

@@ -7,8 +7,9 @@ trace, an exception's own text from a library, or a broker address.
     413     body_too_large      BodyTooLarge (request body over `API__MAX_BODY_BYTES`)
     413     record_too_large    RecordTooLarge (message over the producer's/broker's limit)
     422     invalid_request     RequestInvalid (FastAPI's RequestValidationError)
-    502     publish_rejected    PublishRejected (non-retriable broker error)
-    503     broker_unavailable  BrokerUnavailable, DeliveryTimeout, PublisherStateError
+    422     unencodable_event   EncodingError (the event cannot be serialised)
+    502     publish_rejected    PublishRejected (non-retriable broker error; recorded)
+    503     broker_unavailable  BrokerUnavailable, DeliveryTimeout (recorded), PublisherStateError
     503     not_ready           readiness probe failing
     404/405 not_found, method_not_allowed   routing
     500     internal_error      anything unexpected (logged with its trace, never returned)
@@ -49,10 +50,51 @@ class ValidationErrorBody(ErrorBody):
 
 class UnavailableBody(ErrorBody):
     event_id: str = Field(description="Id of the event that was not confirmed as delivered.")
+    record_id: str | None = Field(
+        description="Id of the stored copy that the relay replays once Kafka answers (follow "
+        "it at GET /events/{event_id}); null when the message was not kept."
+    )
     delivery: Literal["not_sent", "unknown"] = Field(
         description="not_sent: it never reached a broker. unknown: a broker may still write it "
         "(the deadline passed while it was in flight); consumers deduplicate on event_id."
     )
+
+
+class ApiError(Exception):
+    """An HTTP-level refusal raised by a route (not found, unauthorised...), with its kind."""
+
+    def __init__(
+        self, status_code: int, kind: str, detail: str, *, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.kind = kind
+        self.detail = detail
+        self.headers = headers
+
+
+_GENERIC: dict[int, tuple[str, str]] = {
+    401: ("unauthorized", "A valid `Authorization: Bearer <token>` header is required."),
+    403: ("admin_disabled", "The admin routes are off: no ADMIN__TOKEN is set."),
+    404: ("not_found", "Nothing with this id."),
+    422: ("invalid_request", "The request is invalid."),
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for plain `ApiError`s of these status codes."""
+    return {
+        code: {
+            "model": ErrorBody,
+            "description": _GENERIC[code][1],
+            "content": {
+                "application/json": {
+                    "example": {"error": _GENERIC[code][0], "detail": _GENERIC[code][1]}
+                }
+            },
+        }
+        for code in codes
+    }
 
 
 class RequestInvalid(Exception):
@@ -95,6 +137,19 @@ _DOCS: dict[type[BaseException], tuple[int, type[BaseModel], str, dict[str, Any]
             "error": "record_too_large",
             "detail": "the message is larger than the producer's or the broker's limit",
             "event_id": "0b6f3f0e-6f1e-4c1b-9a53-5b1f0d7b0c2a",
+            "record_id": None,
+            "delivery": "not_sent",
+        },
+    ),
+    errors.EncodingError: (
+        422,
+        UnavailableBody,
+        "The event could not be serialised; nothing was sent or kept.",
+        {
+            "error": "unencodable_event",
+            "detail": "the event cannot be serialised as JSON",
+            "event_id": "0b6f3f0e-6f1e-4c1b-9a53-5b1f0d7b0c2a",
+            "record_id": None,
             "delivery": "not_sent",
         },
     ),
@@ -106,18 +161,21 @@ _DOCS: dict[type[BaseException], tuple[int, type[BaseModel], str, dict[str, Any]
             "error": "publish_rejected",
             "detail": "rejected by the broker: TopicAuthorizationFailedError",
             "event_id": "0b6f3f0e-6f1e-4c1b-9a53-5b1f0d7b0c2a",
+            "record_id": "4d0c1c1e-2b1a-4a63-8d0b-0c4b1e0f9a77",
             "delivery": "not_sent",
         },
     ),
     errors.BrokerUnavailable: (
         503,
         UnavailableBody,
-        "Kafka did not acknowledge the message within the deadline. Retry after the "
-        "`Retry-After` header; the same request may yield a second message.",
+        "Kafka did not acknowledge the message within the deadline, retries included. The "
+        "message is recorded (`record_id`) and replayed once Kafka answers: do not resend it. "
+        "When `record_id` is null it was not kept: retry after `Retry-After`.",
         {
             "error": "broker_unavailable",
-            "detail": "not acknowledged within 5000 ms (waiting to connect)",
+            "detail": "not acknowledged within 5000 ms (attempt 3, waiting to connect)",
             "event_id": "0b6f3f0e-6f1e-4c1b-9a53-5b1f0d7b0c2a",
+            "record_id": "4d0c1c1e-2b1a-4a63-8d0b-0c4b1e0f9a77",
             "delivery": "not_sent",
         },
     ),
@@ -157,15 +215,30 @@ async def _publish_error(_: Request, exc: Exception) -> JSONResponse:
     delivery = "not_sent" if exc.sent is False else "unknown"
     if isinstance(exc, errors.RecordTooLarge):
         code, kind, headers = 413, exc.kind, None
+    elif isinstance(exc, errors.EncodingError):
+        code, kind, headers = 422, exc.kind, None
     elif isinstance(exc, errors.PublishRejected):
         code, kind, headers = 502, exc.kind, None
     else:
         code, kind = 503, errors.BrokerUnavailable.kind
         headers = {"Retry-After": str(RETRY_AFTER_S)}
-    logger.warning("event %s not delivered: %s (%s)", exc.event_id, kind, exc)
-    return error_response(
-        code, kind, str(exc), headers=headers, event_id=exc.event_id, delivery=delivery
+    logger.warning(
+        "event %s not delivered: %s (%s); record %s", exc.event_id, kind, exc, exc.record_id
     )
+    return error_response(
+        code,
+        kind,
+        str(exc),
+        headers=headers,
+        event_id=exc.event_id,
+        record_id=exc.record_id,
+        delivery=delivery,
+    )
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status_code, exc.kind, exc.detail, headers=exc.headers)
 
 
 async def _publisher_state(_: Request, exc: Exception) -> JSONResponse:
@@ -216,6 +289,7 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     """Register every handler on `app`."""
+    app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(errors.PublishError, _publish_error)
     app.add_exception_handler(errors.PublisherStateError, _publisher_state)
     app.add_exception_handler(RequestValidationError, _validation)

@@ -6,6 +6,7 @@ Run with `python -m app` (validates settings first) or
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -13,8 +14,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from app import exceptions
-from app.config import Settings, load_settings
+from app.config import PolicyName, Settings, load_settings
+from app.failures.relay import Relay
+from app.failures.router import admin_router, events_router
+from app.failures.store import MessageStore
 from app.health.router import router as health_router
+from app.kafka.delivery import DeliveryService
 from app.kafka.publisher import KafkaPublisher
 from app.middleware import BodySizeLimit
 from app.state import AppState
@@ -29,12 +34,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, AppState]]:
+        # Teardown runs in reverse: relay, then publishers (flushing), then the store.
         async with AsyncExitStack() as stack:
-            publisher = KafkaPublisher(settings.kafka)
-            await publisher.start()
-            stack.push_async_callback(publisher.stop)
-            logger.info("started (publisher %s)", publisher.state.value)
-            yield {"app": AppState(settings=settings, publisher=publisher)}
+            store = MessageStore(settings.store.url)
+            await store.open()
+            stack.push_async_callback(store.close)
+            publishers = {policy: KafkaPublisher(settings.kafka, policy) for policy in PolicyName}
+            # concurrently: each start is bounded by connect_timeout_ms
+            await asyncio.gather(*(p.start() for p in publishers.values()))
+            for publisher in publishers.values():
+                stack.push_async_callback(publisher.stop)
+            relay = Relay(store, publishers, settings.replay)
+            if settings.replay.enabled:
+                relay.start()
+                stack.push_async_callback(relay.stop)
+            delivery = DeliveryService(publishers, store, on_recorded=relay.wake)
+            logger.info(
+                "started: publishers %s; relay %s",
+                ", ".join(f"{p.name}={p.state.value}" for p in publishers.values()),
+                "on" if settings.replay.enabled else "off",
+            )
+            yield {
+                "app": AppState(
+                    settings=settings,
+                    publishers=publishers,
+                    store=store,
+                    relay=relay,
+                    delivery=delivery,
+                )
+            }
             logger.info("stopping")
 
     app = FastAPI(
@@ -49,5 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     exceptions.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
     app.include_router(verification_router)
+    app.include_router(events_router)
     app.include_router(health_router)
+    app.include_router(admin_router)
     return app

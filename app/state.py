@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from app.config import Settings
+from app.config import PolicyName, Settings
+from app.failures.relay import Relay
+from app.failures.store import MessageStore
+from app.kafka.delivery import DeliveryService
 from app.kafka.publisher import KafkaPublisher
 
 
 @dataclass(frozen=True, slots=True)
 class AppState:
     settings: Settings
-    publisher: KafkaPublisher
+    publishers: Mapping[PolicyName, KafkaPublisher]
+    store: MessageStore
+    relay: Relay
+    delivery: DeliveryService

@@ -21,7 +21,18 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from app.config import KafkaSettings, ProducerSettings, Settings, VerificationSettings
+from app.config import (
+    AdminSettings,
+    KafkaSettings,
+    PoliciesSettings,
+    PolicyName,
+    PolicySettings,
+    ProducerSettings,
+    ReplaySettings,
+    Settings,
+    StoreSettings,
+    VerificationSettings,
+)
 from app.main import create_app
 from app.state import AppState
 from devtools.kafka import KafkaCluster
@@ -81,15 +92,56 @@ async def topic(kafka_broker: KafkaCluster, topic_name: str) -> str:
     return await create_topic(kafka_broker.bootstrap_servers, topic_name)
 
 
-def make_settings(bootstrap_servers: str, topic: str, **producer: object) -> Settings:
-    """Settings for a test app; ignores any `.env` file and takes producer overrides."""
+_STORE_DIR: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _store_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    _STORE_DIR.append(tmp_path_factory.mktemp("stores"))
+
+
+_TRANSPORT = set(ProducerSettings.model_fields)
+
+
+def make_settings(
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    policy: PolicyName = PolicyName.REPLICATED,
+    store_url: str | None = None,
+    replay: dict[str, object] | None = None,
+    admin_token: str | None = None,
+    **overrides: object,
+) -> Settings:
+    """Settings for a test app, ignoring any `.env` file.
+
+    `overrides` go to the producer's transport options when they are one of those
+    (linger_ms, connect_timeout_ms...), else to the feature's delivery `policy`.
+    Each call gets a store of its own unless `store_url` is given.
+    """
+    transport = {k: v for k, v in overrides.items() if k in _TRANSPORT}
+    policy_overrides = {k: v for k, v in overrides.items() if k not in _TRANSPORT}
+    base = PoliciesSettings()
+    policies = base.model_copy(
+        update={
+            policy.value: PolicySettings.model_validate(
+                {**base.get(policy).model_dump(), **policy_overrides}
+            )
+        }
+    )
+    if store_url is None:
+        store_url = f"sqlite+aiosqlite:///{_STORE_DIR[0] / uuid.uuid4().hex}.db"
     return Settings(
         _env_file=None,
         kafka=KafkaSettings(
             bootstrap_servers=bootstrap_servers,
-            producer=ProducerSettings.model_validate(producer),
+            producer=ProducerSettings.model_validate(transport),
+            policies=PoliciesSettings.model_validate(policies.model_dump()),
         ),
-        verification=VerificationSettings(topic=topic),
+        store=StoreSettings(url=store_url),
+        replay=ReplaySettings.model_validate(replay or {}),
+        admin=AdminSettings.model_validate({"token": admin_token}),
+        verification=VerificationSettings(topic=topic, policy=policy),
     )
 
 

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from app.exceptions import ErrorBody, error_response
-from app.kafka.dependencies import Publisher
+from app.kafka.dependencies import Publishers
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -35,19 +35,22 @@ async def live() -> Live:
     responses={
         503: {
             "model": ErrorBody,
-            "description": "The producer is not connected or no broker answered in time.",
+            "description": "A producer is not connected or no broker answered in time.",
             "content": {
                 "application/json": {
-                    "example": {"error": "not_ready", "detail": "no Kafka broker answered"}
+                    "example": {
+                        "error": "not_ready",
+                        "detail": "no Kafka broker answered (replicated: connecting)",
+                    }
                 }
             },
         }
     },
 )
-async def ready(*, publisher: Publisher) -> Ready | JSONResponse:
-    """Ready when the producer is started and a broker answered a metadata request."""
-    if await publisher.ping():
+async def ready(*, publishers: Publishers) -> Ready | JSONResponse:
+    """Ready when every policy's producer is connected and a broker answered a metadata request."""
+    not_ready = [p for p in publishers if p.state.value != "ready"]
+    if not not_ready and await publishers[0].ping():
         return Ready()
-    return error_response(
-        503, "not_ready", f"no Kafka broker answered (publisher {publisher.state.value})"
-    )
+    states = ", ".join(f"{p.name}: {p.state.value}" for p in not_ready) or "no answer"
+    return error_response(503, "not_ready", f"no Kafka broker answered ({states})")

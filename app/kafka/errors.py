@@ -3,16 +3,22 @@
     PublisherStateError (RuntimeError)  the publisher is used before start or after stop:
                                         a programming error, never a broker condition
     PublishError                        the message was not (or not knowingly) delivered
+    ├── EncodingError                   the event cannot be turned into bytes; never sent
     ├── RecordTooLarge                  refused by size, by the producer or the broker; not sent
     ├── PublishRejected                 a broker answered with a non-retriable error
-    │                                   (authorisation, invalid topic, ...); not written
-    └── BrokerUnavailable               no broker took the message in time
-        └── DeliveryTimeout             the deadline passed; `sent` tells whether the message
-                                        had left the process (then it may still be written)
+    │                                   (authorisation, invalid topic...); not written
+    └── BrokerUnavailable               no broker took the message in time (retriable errors:
+        │                               no leader, not enough replicas, connection lost...)
+        └── DeliveryTimeout             the policy's deadline passed
 
-Each `PublishError` carries the event id of the message, so callers can report it and
-consumers can deduplicate, and `sent`: False when the message certainly never reached a
-broker, None when it may have.
+Each `PublishError` carries:
+- `event_id`: the same on every attempt and replay, for consumers to deduplicate;
+- `sent`: False when the message certainly never reached a broker, None when it may have
+  (then it may still be written; a retry or replay can duplicate it);
+- `retriable`: whether trying again can succeed;
+- `cause`: the name of the underlying Kafka error, for logs and the failure store;
+- `attempts`: how many attempts were made (set when the publish gives up);
+- `record_id`: the store record that keeps the message for replay, if any.
 """
 
 from __future__ import annotations
@@ -26,11 +32,28 @@ class PublishError(Exception):
     """A message was not confirmed as delivered."""
 
     kind = "publish_failed"
+    retriable = False
 
-    def __init__(self, message: str, *, event_id: str, sent: bool | None = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        event_id: str,
+        sent: bool | None = False,
+        cause: str | None = None,
+        attempts: int = 1,
+    ) -> None:
         super().__init__(message)
         self.event_id = event_id
         self.sent = sent
+        self.cause = cause or type(self).__name__
+        self.attempts = attempts
+        # set by the delivery service once the message is kept in the store
+        self.record_id: str | None = None
+
+
+class EncodingError(PublishError):
+    kind = "unencodable_event"
 
 
 class RecordTooLarge(PublishError):
@@ -43,7 +66,9 @@ class PublishRejected(PublishError):
 
 class BrokerUnavailable(PublishError):
     kind = "broker_unavailable"
+    retriable = True
 
 
 class DeliveryTimeout(BrokerUnavailable):
     kind = "delivery_timeout"
+    retriable = False  # the deadline is the end of this publish; replay may try later

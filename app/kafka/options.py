@@ -10,7 +10,7 @@ from typing import Any
 from aiokafka.helpers import create_ssl_context  # type: ignore[import-untyped]
 from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
 
-from app.config import Acks, KafkaSettings, Partitioner
+from app.config import Acks, KafkaSettings, Partitioner, PolicyName
 
 
 def crc32_partitioner(
@@ -58,17 +58,18 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
     return options
 
 
-def producer_options(settings: KafkaSettings) -> dict[str, Any]:
-    """Every `AIOKafkaProducer` argument our settings define."""
+def producer_options(settings: KafkaSettings, policy: PolicyName) -> dict[str, Any]:
+    """Every `AIOKafkaProducer` argument for the producer of delivery policy `policy`."""
     producer = settings.producer
+    chosen = settings.policies.get(policy)
     acks_values: dict[Acks, int | str] = {Acks.NONE: 0, Acks.LEADER: 1, Acks.ALL: "all"}
-    acks = acks_values[producer.acks]
     return {
         **client_options(settings),
-        "client_id": producer.client_id,
-        "acks": acks,
-        "enable_idempotence": producer.enable_idempotence,
-        "linger_ms": producer.linger_ms,
+        # one client id per policy, so broker logs and quotas tell the producers apart
+        "client_id": f"{producer.client_id}-{policy.value}",
+        "acks": acks_values[chosen.acks],
+        "enable_idempotence": chosen.enable_idempotence,
+        "linger_ms": chosen.linger_ms if chosen.linger_ms is not None else producer.linger_ms,
         "max_batch_size": producer.max_batch_size,
         "compression_type": (
             producer.compression_type.value if producer.compression_type else None
@@ -78,6 +79,6 @@ def producer_options(settings: KafkaSettings) -> dict[str, Any]:
         "retry_backoff_ms": producer.retry_backoff_ms,
         "metadata_max_age_ms": producer.metadata_max_age_ms,
         "partitioner": _PARTITIONERS[producer.partitioner],
-        "transactional_id": producer.transactional_id,
-        "transaction_timeout_ms": producer.transaction_timeout_ms,
+        "transactional_id": chosen.transactional_id,
+        "transaction_timeout_ms": chosen.transaction_timeout_ms,
     }

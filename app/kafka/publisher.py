@@ -11,11 +11,19 @@ starts: the publisher keeps trying in the background (capped exponential backoff
 each attempt bounded by `connect_timeout_ms`) until it connects or is stopped, and reports not
 ready meanwhile.
 
+One publisher serves one delivery policy (acks, idempotence, deadline, retries).
+
 Delivery contract of `publish()`:
 - It returns only once the broker acknowledged the message (acks=1/all), or once the message
   was handed to the socket layer (acks=0: the receipt says `confirmed=false`).
-- It never takes longer than `delivery_timeout_ms`, waiting for a connection included. aiokafka
-  retries retriable errors by itself (forever when idempotent); this deadline is what bounds it.
+- It never takes longer than the policy's `delivery_timeout_ms`, waiting for a connection
+  included. aiokafka retries retriable errors by itself (forever when idempotent); this
+  deadline is what bounds it.
+- Retriable errors that surface (no metadata, no leader, not enough replicas, a connection
+  lost, a send stage not done within `attempt_timeout_ms`) are retried with kafkajs'
+  schedule (`app.kafka.retry`), at most `retry.retries` times, the same event id each time.
+  An attempt whose message is in flight is never abandoned for a new one: waiting on the
+  same send beats sending twice. `should_retry(error)` can veto a retry.
 - On failure it raises a `PublishError` whose `sent` says whether the message certainly never
   left the process (False) or may still be written (None: the deadline passed while the
   broker had it). A message that is written after its deadline is logged with its offset.
@@ -34,9 +42,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from aiokafka.errors import (  # type: ignore[import-untyped]
@@ -46,16 +54,27 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     ProducerClosed,
 )
 from aiokafka.protocol.metadata import MetadataRequest  # type: ignore[import-untyped]
-from tenacity import AsyncRetrying, retry_if_result, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
-from app.config import KafkaSettings
+from app.config import KafkaSettings, PolicyName
 from app.kafka import errors, options
 from app.kafka.messages import OutgoingMessage
 from app.kafka.receipts import DeliveryReceipt, TimestampType
+from app.kafka.retry import KafkajsWait
 
 logger = logging.getLogger(__name__)
 
 ProducerFactory = Callable[[], Any]
+RetryHook = Callable[[errors.PublishError], bool]
+
+_T = TypeVar("_T")
 
 _TIMESTAMP_TYPES: dict[int, TimestampType] = {0: "CreateTime", 1: "LogAppendTime"}
 
@@ -74,16 +93,20 @@ class KafkaPublisher:
     def __init__(
         self,
         settings: KafkaSettings,
+        policy: PolicyName = PolicyName.REPLICATED,
         *,
-        name: str = "default",
         producer_factory: ProducerFactory | None = None,
+        should_retry: RetryHook | None = None,
     ) -> None:
         self._settings = settings
-        self._policy = settings.producer
-        self.name = name
+        self._transport = settings.producer
+        self._policy = settings.policies.get(policy)
+        self.policy = policy
+        self.name = policy.value
         self._factory: ProducerFactory = producer_factory or (
-            lambda: AIOKafkaProducer(**options.producer_options(settings))
+            lambda: AIOKafkaProducer(**options.producer_options(settings, policy))
         )
+        self._should_retry = should_retry
         self._state = PublisherState.NEW
         self._producer: Any = None
         self._ready = asyncio.Event()
@@ -104,6 +127,11 @@ class KafkaPublisher:
     @property
     def deadline_ms(self) -> int:
         return self._policy.delivery_timeout_ms
+
+    @property
+    def outbox(self) -> bool:
+        """Whether messages of this policy go through the outbox (stored first)."""
+        return self._policy.outbox
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -144,7 +172,7 @@ class KafkaPublisher:
     async def _connect_once(self) -> bool:
         producer = self._factory()
         try:
-            async with asyncio.timeout(self._policy.connect_timeout_ms / 1000):
+            async with asyncio.timeout(self._transport.connect_timeout_ms / 1000):
                 await producer.start()
         except (KafkaError, OSError, TimeoutError) as exc:
             logger.warning("publisher %s: connect failed: %s", self.name, type(exc).__name__)
@@ -169,7 +197,7 @@ class KafkaPublisher:
         # Bounded per attempt (connect_timeout_ms); runs only while the app runs and stops with it.
         retrying = AsyncRetrying(
             wait=wait_exponential_jitter(
-                multiplier=0.2, max=self._policy.reconnect_backoff_max_ms / 1000
+                multiplier=0.2, max=self._transport.reconnect_backoff_max_ms / 1000
             ),
             retry=retry_if_result(lambda connected: not connected),
         )
@@ -189,7 +217,7 @@ class KafkaPublisher:
         )
 
     async def _close(self, producer: Any, *, flush: bool) -> None:
-        timeout = self._policy.close_timeout_ms / 1000
+        timeout = self._transport.close_timeout_ms / 1000
         if flush:
             try:
                 async with asyncio.timeout(timeout):
@@ -199,7 +227,7 @@ class KafkaPublisher:
                     "publisher %s: buffered messages not acknowledged within %d ms of "
                     "shutdown; their publishers get an error",
                     self.name,
-                    self._policy.close_timeout_ms,
+                    self._transport.close_timeout_ms,
                 )
         # aiokafka's stop() waits for every buffered batch; fail them so it cannot hang.
         producer._message_accumulator.fail_all(ProducerClosed())
@@ -220,9 +248,10 @@ class KafkaPublisher:
         Raises:
             PublisherStateError: used before `start()` or after `stop()`.
             RecordTooLarge: larger than `max_request_size` or the broker's limit; not sent.
-            DeliveryTimeout: no acknowledgement within `delivery_timeout_ms`.
-            BrokerUnavailable: a retriable broker error surfaced before the deadline.
             PublishRejected: a non-retriable broker error (authorisation, invalid topic...).
+            BrokerUnavailable: retriable errors outlasted the retries.
+            DeliveryTimeout: no acknowledgement within `delivery_timeout_ms`.
+            Every PublishError says how many attempts were made.
         """
         if self._state in (PublisherState.NEW, PublisherState.STOPPED):
             raise errors.PublisherStateError(
@@ -230,31 +259,87 @@ class KafkaPublisher:
                 "it is usable between the application's start-up and shutdown"
             )
         started = time.perf_counter()
-        stage = "connect"
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._policy.retry.retries + 1),
+            wait=KafkajsWait(self._policy.retry),
+            retry=retry_if_exception(self._retriable),
+            before_sleep=self._log_retry(message),
+            reraise=True,
+        )
+        attempts = 0
+        stage = ["connect"]  # the stage of the current attempt, for the timeout's message
         try:
             async with asyncio.timeout(self._policy.delivery_timeout_ms / 1000):
-                producer = await self._wait_ready(message)
-                if self._policy.transactional_id is not None:
-                    stage = "transaction"
-                    metadata = await self._publish_in_transaction(producer, message)
-                else:
-                    stage = "enqueue"
-                    future = await self._send(producer, message)
-                    stage = "acknowledge"
-                    metadata = await self._acknowledgement(future, message)
+                async for attempt in retrying:
+                    with attempt:
+                        attempts += 1
+                        metadata = await self._attempt(message, stage)
         except TimeoutError:
             raise errors.DeliveryTimeout(
                 f"not acknowledged within {self._policy.delivery_timeout_ms} ms "
-                f"(waiting to {stage})",
+                f"(attempt {attempts}, waiting to {stage[0]})",
                 event_id=message.event_id,
-                sent=_maybe_sent(stage),
+                sent=_maybe_sent(stage[0]),
+                attempts=attempts,
             ) from None
+        except errors.PublishError as error:
+            error.attempts = attempts
+            raise
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return self._receipt(message, metadata, elapsed_ms, attempts)
+
+    def _retriable(self, error: BaseException) -> bool:
+        if not isinstance(error, errors.PublishError) or not error.retriable:
+            return False
+        return self._should_retry(error) if self._should_retry is not None else True
+
+    def _log_retry(self, message: OutgoingMessage) -> Callable[[RetryCallState], None]:
+        def log(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            logger.warning(
+                "event %s: attempt %d failed (%s); retrying in %.0f ms",
+                message.event_id,
+                state.attempt_number,
+                getattr(error, "cause", type(error).__name__),
+                state.upcoming_sleep * 1000,
+            )
+
+        return log
+
+    async def _attempt(self, message: OutgoingMessage, stage: list[str]) -> Any:
+        """One attempt. Raises PublishError; TimeoutError only from the overall deadline."""
+        stage[0] = "connect"
+        try:
+            if self._policy.transactional_id is not None:
+                producer = await self._before_sending(self._wait_ready(message), message)
+                stage[0] = "transaction"
+                return await self._publish_in_transaction(producer, message)
+            producer = await self._before_sending(self._wait_ready(message), message)
+            stage[0] = "enqueue"
+            future = await self._before_sending(self._send(producer, message), message)
+            stage[0] = "acknowledge"
+            return await self._acknowledgement(future, message)
         except errors.PublishError:
             raise
         except KafkaError as exc:
-            raise _classify(exc, message, stage) from exc
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        return self._receipt(message, metadata, elapsed_ms)
+            raise _classify(exc, message, stage[0]) from exc
+
+    async def _before_sending(self, step: Awaitable[_T], message: OutgoingMessage) -> _T:
+        """Run a step that comes before the message leaves the process, within the attempt timeout.
+
+        Cancelling these steps withdraws the message, so a slow one can safely be retried.
+        """
+        try:
+            async with asyncio.timeout(self._policy.attempt_timeout_ms / 1000) as scope:
+                return await step
+        except TimeoutError:
+            if not scope.expired():
+                raise  # the overall deadline, not ours
+            raise errors.BrokerUnavailable(
+                f"no broker ready within {self._policy.attempt_timeout_ms} ms",
+                event_id=message.event_id,
+                cause="AttemptTimeout",
+            ) from None
 
     async def _wait_ready(self, message: OutgoingMessage) -> Any:
         if self._state is not PublisherState.READY:
@@ -323,14 +408,15 @@ class KafkaPublisher:
         return log_outcome
 
     def _receipt(
-        self, message: OutgoingMessage, metadata: Any, elapsed_ms: float
+        self, message: OutgoingMessage, metadata: Any, elapsed_ms: float, attempts: int
     ) -> DeliveryReceipt:
         common: dict[str, Any] = {
             "event_id": message.event_id,
             "topic": message.topic,
             "acks": self._policy.acks.value,
             "idempotent": self._policy.enable_idempotence,
-            "attempts": 1,
+            "policy": self.policy.value,
+            "attempts": attempts,
             "elapsed_ms": round(elapsed_ms, 3),
             "deadline_ms": self._policy.delivery_timeout_ms,
         }
@@ -376,25 +462,30 @@ class KafkaPublisher:
 
 
 def _classify(exc: KafkaError, message: OutgoingMessage, stage: str) -> errors.PublishError:
-    name = type(exc).__name__
+    cause = type(exc).__name__
     if isinstance(exc, MessageSizeTooLargeError):
         return errors.RecordTooLarge(
             "the message is larger than the producer's or the broker's limit",
             event_id=message.event_id,
+            cause=cause,
         )
-    if isinstance(exc, (KafkaTimeoutError, ProducerClosed)):
+    if isinstance(exc, ProducerClosed):
+        error: errors.PublishError = errors.BrokerUnavailable(
+            "the publisher is stopping", event_id=message.event_id, sent=_maybe_sent(stage)
+        )
+        error.retriable = False
+        return error
+    # KafkaTimeoutError: no metadata for the topic or the buffer stayed full: try again later.
+    if isinstance(exc, KafkaTimeoutError) or getattr(exc, "retriable", False):
         return errors.BrokerUnavailable(
-            f"not accepted for sending: {name}",
+            f"broker error: {cause}",
             event_id=message.event_id,
             sent=_maybe_sent(stage),
+            cause=cause,
         )
-    if getattr(exc, "retriable", False):
-        return errors.BrokerUnavailable(
-            f"broker error: {name}",
-            event_id=message.event_id,
-            sent=_maybe_sent(stage),
-        )
-    return errors.PublishRejected(f"rejected by the broker: {name}", event_id=message.event_id)
+    return errors.PublishRejected(
+        f"rejected by the broker: {cause}", event_id=message.event_id, cause=cause
+    )
 
 
 def _maybe_sent(stage: str) -> bool | None:

@@ -31,9 +31,12 @@ class DeliveryReceipt(BaseModel):
     log_start_offset: int | None = Field(
         description="First offset still kept in the partition, when the broker reports it."
     )
+    policy: str = Field(description="Delivery policy the message was published under.")
     acks: Literal["0", "1", "all"] = Field(description="Acknowledgement level used.")
     idempotent: bool = Field(description="Whether the producer was idempotent.")
     confirmed: bool = Field(description="Whether the broker acknowledged the write.")
-    attempts: int = Field(ge=1, description="Publish attempts made by the application.")
+    attempts: int = Field(
+        ge=1, description="Publish attempts made by the application (retries + 1)."
+    )
     elapsed_ms: float = Field(ge=0, description="Time from publish to acknowledgement.")
     deadline_ms: int = Field(gt=0, description="The deadline the publish ran under.")

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import AnyUrl, BaseModel, ConfigDict, EmailStr, Field, UrlConstraints
 
+from app.kafka.delivery import QueuedReceipt
 from app.kafka.receipts import DeliveryReceipt
 
 # http(s) only, a host required, and short enough to fit in an email comfortably.
@@ -47,12 +48,32 @@ class VerificationEmailAccepted(DeliveryReceipt):
                     "timestamp": 1795605914242,
                     "timestamp_type": "CreateTime",
                     "log_start_offset": 0,
+                    "policy": "replicated",
                     "acks": "all",
                     "idempotent": True,
                     "confirmed": True,
                     "attempts": 1,
                     "elapsed_ms": 3.2,
                     "deadline_ms": 5000,
+                }
+            ]
+        },
+    )
+
+
+class VerificationEmailQueued(QueuedReceipt):
+    """The request is stored in the outbox; the relay publishes it shortly."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": "0b6f3f0e-6f1e-4c1b-9a53-5b1f0d7b0c2a",
+                    "record_id": "4d0c1c1e-2b1a-4a63-8d0b-0c4b1e0f9a77",
+                    "topic": "send.verification.email",
+                    "policy": "replicated",
+                    "status": "queued",
                 }
             ]
         },

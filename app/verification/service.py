@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from app.config import VerificationSettings
-from app.kafka.publisher import KafkaPublisher
+from app.kafka.delivery import DeliveryService, QueuedReceipt
 from app.kafka.receipts import DeliveryReceipt
 from app.verification.events import VerificationEmailRequested
 
 
 async def request_verification_email(
-    *, publisher: KafkaPublisher, settings: VerificationSettings, email: str, redirect_url: str
-) -> DeliveryReceipt:
-    """Publish a `VerificationEmailRequested` event and return the broker's receipt.
+    *, delivery: DeliveryService, settings: VerificationSettings, email: str, redirect_url: str
+) -> DeliveryReceipt | QueuedReceipt:
+    """Deliver a `VerificationEmailRequested` event under the feature's policy.
 
     Raises:
-        PublishError: see `KafkaPublisher.publish`; the event id is on the error.
+        PublishError: see `DeliveryService.emit`; the event id (and record id) are on it.
     """
     event = VerificationEmailRequested(email=email, redirect_url=redirect_url)
-    return await publisher.publish(event.to_message(settings.topic))
+    return await delivery.emit(event.to_message(settings.topic), policy=settings.policy)

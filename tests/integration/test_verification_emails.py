@@ -11,6 +11,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 
+from app.config import PolicyName
 from app.kafka import publisher as publisher_module
 from devtools.kafka import KafkaCluster
 from tests.conftest import closed_port, eventually, make_settings, running_app
@@ -31,6 +32,7 @@ async def test_receipt_matches_what_an_independent_consumer_reads(
     assert receipt["topic"] == topic
     assert receipt["confirmed"] is True
     assert receipt["acks"] == "all"
+    assert receipt["policy"] == "replicated"
     assert receipt["idempotent"] is True
     assert receipt["attempts"] == 1
     assert receipt["timestamp_type"] == "CreateTime"
@@ -83,31 +85,42 @@ async def test_one_producer_serves_many_concurrent_requests(
                 for i in range(100)
             )
         )
-        connections = len(created[0].client._conns)
+        replicated = next(p for p in created if p.client._client_id.endswith("-replicated"))
+        connections = len(replicated.client._conns)
 
     assert [r.status_code for r in responses] == [202] * 100
-    assert len(created) == 1
+    assert len(created) == 3  # one per delivery policy, however many requests
     # one connection to the broker (plus possibly the bootstrap one), however many requests
     assert connections <= 2
     assert len({r.json()["event_id"] for r in responses}) == 100
 
 
 @pytest.mark.parametrize(
-    ("acks", "idempotent", "confirmed"),
-    [("0", False, False), ("1", False, True), ("all", False, True), ("all", True, True)],
+    ("policy", "overrides", "acks", "idempotent", "confirmed"),
+    [
+        (PolicyName.FIRE_AND_FORGET, {}, "0", False, False),
+        (PolicyName.LEADER, {}, "1", False, True),
+        (PolicyName.LEADER, {"acks": "all"}, "all", False, True),
+        (PolicyName.REPLICATED, {}, "all", True, True),
+    ],
 )
-async def test_each_acks_level_reports_what_the_broker_confirmed(
-    kafka_broker: KafkaCluster, topic: str, acks: str, idempotent: bool, confirmed: bool
+async def test_each_policy_reports_what_the_broker_confirmed(
+    kafka_broker: KafkaCluster,
+    topic: str,
+    policy: PolicyName,
+    overrides: dict[str, object],
+    acks: str,
+    idempotent: bool,
+    confirmed: bool,
 ) -> None:
-    settings = make_settings(
-        kafka_broker.bootstrap_servers, topic, acks=acks, enable_idempotence=idempotent
-    )
+    settings = make_settings(kafka_broker.bootstrap_servers, topic, policy=policy, **overrides)
     async with running_app(settings) as running:
         client = running.client
         response = await client.post("/verification-emails", json=BODY)
 
     assert response.status_code == 202
     receipt = response.json()
+    assert receipt["policy"] == policy.value
     assert receipt["acks"] == acks
     assert receipt["idempotent"] is idempotent
     assert receipt["confirmed"] is confirmed
@@ -131,7 +144,7 @@ async def test_shutdown_flushes_messages_published_just_before_it(
     )
     async with running_app(settings) as running:
         client = running.client
-        publisher = running.state.publisher
+        publisher = running.state.publishers[PolicyName.REPLICATED]
         tasks = [
             asyncio.create_task(
                 client.post(
@@ -202,6 +215,7 @@ async def test_without_a_broker_the_app_starts_not_ready_and_answers_503_in_time
     assert body["error"] == "broker_unavailable"
     assert body["delivery"] == "not_sent"
     assert len(body["event_id"]) == 36
+    assert body["record_id"] is not None  # kept for replay
     assert response.headers["retry-after"] == "5"
     # the deadline bounds the wait (the slack covers scheduling, not a performance claim)
     assert 1.4 < elapsed < 3.0

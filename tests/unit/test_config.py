@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import Acks, Partitioner, SettingsError, load_settings
+from app.config import Acks, Partitioner, PolicyName, SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -18,17 +18,24 @@ def _no_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_defaults_are_the_safe_delivery_policy() -> None:
     settings = load_settings()
 
+    policies = settings.kafka.policies
     assert settings.kafka.bootstrap_servers == "127.0.0.1:9092"
-    assert settings.kafka.producer.acks is Acks.ALL
-    assert settings.kafka.producer.enable_idempotence is True
-    assert settings.kafka.producer.delivery_timeout_ms == 5000
+    assert (policies.replicated.acks, policies.replicated.enable_idempotence) == (Acks.ALL, True)
+    assert (policies.leader.acks, policies.leader.enable_idempotence) == (Acks.LEADER, False)
+    assert policies.fire_and_forget.acks is Acks.NONE
+    assert policies.replicated.delivery_timeout_ms == 5000
+    assert policies.replicated.retry.retries == 5
     assert settings.verification.topic == "send.verification.email"
+    assert settings.verification.policy is PolicyName.REPLICATED
+    assert settings.admin.token is None
 
 
 def test_nested_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAFKA__BOOTSTRAP_SERVERS", "k1:9092, k2:9093")
-    monkeypatch.setenv("KAFKA__PRODUCER__ACKS", "1")
-    monkeypatch.setenv("KAFKA__PRODUCER__ENABLE_IDEMPOTENCE", "false")
+    monkeypatch.setenv("KAFKA__POLICIES__REPLICATED__ACKS", "1")
+    monkeypatch.setenv("KAFKA__POLICIES__REPLICATED__ENABLE_IDEMPOTENCE", "false")
+    monkeypatch.setenv("KAFKA__POLICIES__LEADER__LINGER_MS", "7")
+    monkeypatch.setenv("KAFKA__POLICIES__LEADER__RETRY__RETRIES", "2")
     monkeypatch.setenv("KAFKA__PRODUCER__PARTITIONER", "crc32")
     monkeypatch.setenv("KAFKA__SECURITY__PROTOCOL", "SASL_PLAINTEXT")
     monkeypatch.setenv("KAFKA__SECURITY__SASL_USERNAME", "api")
@@ -37,7 +44,12 @@ def test_nested_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
 
     assert settings.kafka.bootstrap_list == ["k1:9092", "k2:9093"]
-    assert settings.kafka.producer.acks is Acks.LEADER
+    assert settings.kafka.policies.replicated.acks is Acks.LEADER
+    # an override changes one field; the policy's other defaults stay
+    assert settings.kafka.policies.leader.linger_ms == 7
+    assert settings.kafka.policies.leader.retry.retries == 2
+    assert settings.kafka.policies.leader.acks is Acks.LEADER
+    assert settings.kafka.policies.leader.retry.multiplier == 2.0
     assert settings.kafka.producer.partitioner is Partitioner.CRC32
     assert settings.kafka.security.sasl_password is not None
     assert settings.kafka.security.sasl_password.get_secret_value() == "s3cret"
@@ -54,23 +66,25 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
     ("given", "expected"), [("-1", Acks.ALL), ("all", Acks.ALL), ("0", Acks.NONE)]
 )
 def test_acks_spellings(monkeypatch: pytest.MonkeyPatch, given: str, expected: Acks) -> None:
-    monkeypatch.setenv("KAFKA__PRODUCER__ACKS", given)
-    monkeypatch.setenv("KAFKA__PRODUCER__ENABLE_IDEMPOTENCE", "false")
+    monkeypatch.setenv("KAFKA__POLICIES__LEADER__ACKS", given)
 
-    assert load_settings().kafka.producer.acks is expected
+    assert load_settings().kafka.policies.leader.acks is expected
 
 
 def test_idempotence_with_acks_1_is_refused_with_the_reason(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("KAFKA__PRODUCER__ACKS", "1")
+    monkeypatch.setenv("KAFKA__POLICIES__REPLICATED__ACKS", "1")
 
     with pytest.raises(SettingsError) as caught:
         load_settings()
 
     message = str(caught.value)
-    assert "KAFKA__PRODUCER__ACKS=1 conflicts with KAFKA__PRODUCER__ENABLE_IDEMPOTENCE" in message
-    assert "Set KAFKA__PRODUCER__ACKS=all" in message
+    assert (
+        "KAFKA__POLICIES__REPLICATED__ACKS=1 conflicts with "
+        "KAFKA__POLICIES__REPLICATED__ENABLE_IDEMPOTENCE=true" in message
+    )
+    assert "Set KAFKA__POLICIES__REPLICATED__ACKS=all" in message
     assert "Traceback" not in message
 
 
@@ -79,9 +93,19 @@ def test_idempotence_with_acks_1_is_refused_with_the_reason(
     [
         ("KAFKA__BOOTSTRAP_SERVERS", "localhost", "'localhost' is not host:port"),
         ("KAFKA__BOOTSTRAP_SERVERS", " , ", "at least one broker"),
-        ("KAFKA__PRODUCER__ACKS", "2", "KAFKA__PRODUCER__ACKS"),
-        ("KAFKA__PRODUCER__DELIVERY_TIMEOUT_MS", "0", "KAFKA__PRODUCER__DELIVERY_TIMEOUT_MS"),
+        ("KAFKA__POLICIES__LEADER__ACKS", "2", "KAFKA__POLICIES__LEADER__ACKS"),
+        (
+            "KAFKA__POLICIES__REPLICATED__DELIVERY_TIMEOUT_MS",
+            "0",
+            "KAFKA__POLICIES__REPLICATED__DELIVERY_TIMEOUT_MS",
+        ),
         ("KAFKA__PRODUCER__LINGER_MS", "6000", "must be shorter than"),
+        ("KAFKA__POLICIES__LEADER__LINGER_MS", "6000", "must be shorter than"),
+        ("KAFKA__POLICIES__LEADER__RETRY__FACTOR", "1.5", "RETRY__FACTOR"),
+        ("KAFKA__POLICIES__LEADER__RETRY__MULTIPLIER", "0.5", "RETRY__MULTIPLIER"),
+        ("STORE__URL", "mysql://x/y", "sqlite\\+aiosqlite"),
+        ("ADMIN__TOKEN", "short", "at least 16"),
+        ("VERIFICATION__POLICY", "yolo", "VERIFICATION__POLICY"),
         ("KAFKA__PRODUCER__MAX_BATCH_SIZE", "2000000", "must not exceed"),
         ("KAFKA__PRODUCER__COMPRESSION_TYPE", "brotli", "KAFKA__PRODUCER__COMPRESSION_TYPE"),
         ("KAFKA__SECURITY__PROTOCOL", "SASL_SSL", "needs KAFKA__SECURITY__SASL_USERNAME"),
@@ -100,10 +124,19 @@ def test_invalid_settings_name_the_variable(
 
 
 def test_transactional_id_needs_idempotence(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KAFKA__PRODUCER__TRANSACTIONAL_ID", "api-1")
-    monkeypatch.setenv("KAFKA__PRODUCER__ENABLE_IDEMPOTENCE", "false")
+    monkeypatch.setenv("KAFKA__POLICIES__LEADER__TRANSACTIONAL_ID", "api-1")
 
     with pytest.raises(SettingsError, match="TRANSACTIONAL_ID needs"):
+        load_settings()
+
+
+def test_policies_cannot_share_a_transactional_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA__POLICIES__REPLICATED__TRANSACTIONAL_ID", "api-1")
+    monkeypatch.setenv("KAFKA__POLICIES__LEADER__ENABLE_IDEMPOTENCE", "true")
+    monkeypatch.setenv("KAFKA__POLICIES__LEADER__ACKS", "all")
+    monkeypatch.setenv("KAFKA__POLICIES__LEADER__TRANSACTIONAL_ID", "api-1")
+
+    with pytest.raises(SettingsError, match="its own TRANSACTIONAL_ID"):
         load_settings()
 
 

@@ -19,7 +19,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     TopicAuthorizationFailedError,
 )
 
-from app.config import KafkaSettings, ProducerSettings
+from app.config import KafkaSettings, PoliciesSettings, PolicySettings, ProducerSettings
 from app.kafka import errors
 from app.kafka.messages import OutgoingMessage
 from app.kafka.publisher import KafkaPublisher, PublisherState
@@ -78,12 +78,21 @@ class FakeProducer:
         return future
 
 
-def make_publisher(*producers: FakeProducer, **policy: Any) -> KafkaPublisher:
+def make_publisher(
+    *producers: FakeProducer, retry: dict[str, Any] | None = None, **policy: Any
+) -> KafkaPublisher:
     queue = list(producers)
+    replicated = PolicySettings.model_validate(
+        {
+            "acks": "all",
+            "enable_idempotence": True,
+            "retry": {"retries": 0, **(retry or {})},
+            **policy,
+        }
+    )
     settings = KafkaSettings(
-        producer=ProducerSettings.model_validate(
-            {"connect_timeout_ms": 200, "reconnect_backoff_max_ms": 50, **policy}
-        )
+        producer=ProducerSettings(connect_timeout_ms=200, reconnect_backoff_max_ms=50),
+        policies=PoliciesSettings(replicated=replicated),
     )
     return KafkaPublisher(settings, producer_factory=lambda: queue.pop(0))
 
@@ -133,7 +142,9 @@ async def test_receipt_carries_the_broker_metadata() -> None:
 
 
 async def test_deadline_bounds_a_publish_that_is_never_acknowledged() -> None:
-    publisher = make_publisher(FakeProducer(never_ack=True), delivery_timeout_ms=300)
+    publisher = make_publisher(
+        FakeProducer(never_ack=True), delivery_timeout_ms=300, attempt_timeout_ms=300
+    )
     await publisher.start()
 
     started = time.monotonic()
@@ -166,7 +177,9 @@ async def test_unreachable_broker_at_start_leaves_it_connecting_then_it_recovers
 async def test_publish_while_connecting_fails_within_the_deadline_as_not_sent() -> None:
     down = KafkaConnectionError("refused")
     publisher = make_publisher(
-        *(FakeProducer(start_error=down) for _ in range(100)), delivery_timeout_ms=300
+        *(FakeProducer(start_error=down) for _ in range(100)),
+        delivery_timeout_ms=300,
+        attempt_timeout_ms=300,
     )
     await publisher.start()
 

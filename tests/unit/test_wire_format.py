@@ -6,7 +6,7 @@ import json
 import zlib
 from datetime import UTC, datetime
 
-from app.config import KafkaSettings, ProducerSettings
+from app.config import KafkaSettings, PolicyName, ProducerSettings
 from app.kafka.options import crc32_partitioner, producer_options
 from app.verification.events import VerificationEmailRequested
 
@@ -63,21 +63,23 @@ def test_producer_options_carry_every_setting() -> None:
     settings = KafkaSettings(
         bootstrap_servers="a:1,b:2",
         producer=ProducerSettings(
-            acks="1",  # type: ignore[arg-type]
-            enable_idempotence=False,
             linger_ms=5,
             compression_type="gzip",  # type: ignore[arg-type]
             client_id="svc",
         ),
     )
 
-    options = producer_options(settings)
+    leader = producer_options(settings, PolicyName.LEADER)
+    replicated = producer_options(settings, PolicyName.REPLICATED)
+    fire_and_forget = producer_options(settings, PolicyName.FIRE_AND_FORGET)
 
-    assert options["bootstrap_servers"] == ["a:1", "b:2"]
-    assert options["acks"] == 1
-    assert options["enable_idempotence"] is False
-    assert options["linger_ms"] == 5
-    assert options["compression_type"] == "gzip"
-    assert options["client_id"] == "svc"
-    assert options["security_protocol"] == "PLAINTEXT"
-    assert "sasl_plain_password" not in options
+    assert leader["bootstrap_servers"] == ["a:1", "b:2"]
+    assert (leader["acks"], leader["enable_idempotence"]) == (1, False)
+    assert (replicated["acks"], replicated["enable_idempotence"]) == ("all", True)
+    assert (fire_and_forget["acks"], fire_and_forget["enable_idempotence"]) == (0, False)
+    assert leader["linger_ms"] == 5
+    assert leader["compression_type"] == "gzip"
+    assert leader["client_id"] == "svc-leader"
+    assert replicated["client_id"] == "svc-replicated"
+    assert leader["security_protocol"] == "PLAINTEXT"
+    assert "sasl_plain_password" not in leader

@@ -1,0 +1,150 @@
+"""The relay: publishes stored messages (failed or outbox) in the order they were stored.
+
+Runs in the lifespan. It wakes when a message is recorded, or every `interval_ms`, and
+publishes pending records oldest first through their policy's publisher (same event id,
+the policy's deadline and retries). A failure stops the round, so records stay in order,
+and the next round waits longer (exponential backoff with jitter, capped at
+`backoff_max_ms`). A record that cannot ever be published (too large, rejected) or that
+failed `max_attempts` rounds is marked abandoned: it stays in the store for an operator to
+replay (`python -m app.failures replay`).
+
+At least once: a crash after Kafka acknowledged a record but before the store marked it
+delivered sends it again on restart (same event id; consumers deduplicate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from app.config import PolicyName, ReplaySettings
+from app.failures.store import MessageStore, Status, StoredMessage
+from app.kafka import errors
+from app.kafka.publisher import KafkaPublisher
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class RoundResult:
+    delivered: int = 0
+    failed: int = 0
+    abandoned: int = 0
+
+
+class Relay:
+    """Publishes pending stored messages until stopped."""
+
+    def __init__(
+        self,
+        store: MessageStore,
+        publishers: Mapping[PolicyName, KafkaPublisher],
+        settings: ReplaySettings,
+    ) -> None:
+        self._store = store
+        self._publishers = publishers
+        self._settings = settings
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._backoff_s = 0.0
+
+    def wake(self) -> None:
+        """Something was recorded: look now rather than at the next interval."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="kafka-relay")
+
+    async def stop(self) -> None:
+        """Stop after the publish in hand (bounded by its policy's deadline)."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        interval_s = self._settings.interval_ms / 1000
+        while True:
+            timeout = max(self._backoff_s, interval_s) if self._backoff_s else interval_s
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                result = await self.run_round()
+            except Exception:
+                logger.exception("relay round failed")
+                result = RoundResult(failed=1)
+            if result.failed:
+                self._backoff_s = min(
+                    max(self._backoff_s * 2, interval_s) * random.uniform(0.8, 1.2),  # noqa: S311
+                    self._settings.backoff_max_ms / 1000,
+                )
+            else:
+                self._backoff_s = 0.0
+                if result.delivered >= self._settings.batch_size:
+                    self._wake.set()  # a full batch: more may be waiting
+
+    async def run_round(self) -> RoundResult:
+        """Publish one batch of pending records, oldest first; stop at the first failure."""
+        result = RoundResult()
+        for record in await self._store.list(
+            status=Status.PENDING, limit=self._settings.batch_size
+        ):
+            outcome = await self.publish_record(record)
+            if outcome == "delivered":
+                result.delivered += 1
+            elif outcome == "abandoned":
+                result.abandoned += 1
+            else:
+                result.failed += 1
+                break
+        if result.delivered or result.abandoned:
+            logger.info(
+                "relay: %d delivered, %d abandoned, %d pending",
+                result.delivered,
+                result.abandoned,
+                await self._store.count(Status.PENDING),
+            )
+        return result
+
+    async def publish_record(self, record: StoredMessage) -> str:
+        """Publish one record; returns "delivered", "failed" or "abandoned"."""
+        try:
+            publisher = self._publishers[PolicyName(record.policy)]
+        except (ValueError, KeyError):
+            await self._store.mark_failed(
+                record.id,
+                error_type="UnknownPolicy",
+                error=f"no delivery policy '{record.policy}'",
+                abandon=True,
+            )
+            return "abandoned"
+        try:
+            receipt = await publisher.publish(record.to_message())
+        except errors.PublishError as error:
+            hopeless = isinstance(
+                error, (errors.RecordTooLarge, errors.PublishRejected, errors.EncodingError)
+            )
+            abandon = hopeless or record.replays + 1 >= self._settings.max_attempts
+            await self._store.mark_failed(
+                record.id, error_type=error.cause, error=str(error), abandon=abandon
+            )
+            if abandon:
+                logger.error(
+                    "event %s (record %s) abandoned after %d replays: %s",
+                    record.event_id,
+                    record.id,
+                    record.replays + 1,
+                    error.cause,
+                )
+                return "abandoned"
+            return "failed"
+        await self._store.mark_delivered(record.id, receipt)
+        return "delivered"

@@ -1,0 +1,130 @@
+"""Routes over the message store: event status (public) and operations (admin, token)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request
+
+from app.exceptions import ApiError, error_responses
+from app.failures.schemas import CountBody, EventStatus, ReplayRequest, StoredRecord
+from app.failures.store import MessageStore, Status, StoredMessage
+from app.state import AppState
+
+events_router = APIRouter(tags=["events"])
+admin_router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+async def get_store(request: Request) -> MessageStore:
+    state: AppState = request.state.app
+    return state.store
+
+
+Store = Annotated[MessageStore, Depends(get_store)]
+
+
+@events_router.get(
+    "/events/{event_id}",
+    response_model=EventStatus,
+    summary="Status of a stored event",
+    responses=error_responses(404),
+)
+async def get_event(*, event_id: str, store: Store) -> EventStatus:
+    """Status of an event that went through the store (outbox, or a recorded failure)."""
+    record = await store.find_event(event_id)
+    if record is None:
+        raise ApiError(404, "not_found", "no stored event with this id")
+    return EventStatus.of(record)
+
+
+async def require_admin(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    """Admin routes need `Authorization: Bearer <ADMIN__TOKEN>`; they are off without a token."""
+    state: AppState = request.state.app
+    token = state.settings.admin.token
+    if token is None:
+        raise ApiError(403, "admin_disabled", "set ADMIN__TOKEN to enable the admin routes")
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(
+        given.encode(), token.get_secret_value().encode()
+    ):
+        raise ApiError(
+            401,
+            "unauthorized",
+            "a valid bearer token is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+Admin = Depends(require_admin)
+
+
+def _record(record: StoredMessage) -> StoredRecord:
+    return StoredRecord(
+        **EventStatus.of(record).model_dump(),
+        error=record.error,
+        key=record.key.decode(errors="replace") if record.key is not None else None,
+    )
+
+
+@admin_router.get(
+    "/messages",
+    response_model=list[StoredRecord],
+    dependencies=[Admin],
+    summary="List stored messages",
+    responses=error_responses(401, 403),
+)
+async def list_messages(
+    *, store: Store, status: Status | None = None, limit: int = 100, after_seq: int = 0
+) -> list[StoredRecord]:
+    """Stored messages in the order they were stored, optionally of one status."""
+    limit = max(1, min(limit, 1000))
+    return [_record(r) for r in await store.list(status=status, limit=limit, after_seq=after_seq)]
+
+
+@admin_router.get(
+    "/messages/{record_id}",
+    response_model=StoredRecord,
+    dependencies=[Admin],
+    summary="Show one stored message",
+    responses=error_responses(401, 403, 404),
+)
+async def show_message(*, record_id: str, store: Store) -> StoredRecord:
+    """One stored message, with its last error."""
+    record = await store.get(record_id)
+    if record is None:
+        raise ApiError(404, "not_found", "no stored message with this id")
+    return _record(record)
+
+
+@admin_router.post(
+    "/messages/replay",
+    response_model=CountBody,
+    dependencies=[Admin],
+    summary="Replay abandoned messages",
+    responses=error_responses(401, 403, 422),
+)
+async def replay_messages(*, body: ReplayRequest, request: Request) -> CountBody:
+    """Make abandoned messages (the given ids, or all) pending again; the relay sends them."""
+    state: AppState = request.state.app
+    if not body.all and not body.ids:
+        raise ApiError(422, "invalid_request", "give ids, or all=true")
+    count = await state.store.requeue(None if body.all else body.ids)
+    state.relay.wake()
+    return CountBody(count=count)
+
+
+@admin_router.delete(
+    "/messages",
+    response_model=CountBody,
+    dependencies=[Admin],
+    summary="Purge stored messages",
+    responses=error_responses(401, 403),
+)
+async def purge_messages(*, store: Store, status: Status = Status.DELIVERED) -> CountBody:
+    """Delete stored messages of a status (delivered by default)."""
+    if status is Status.PENDING:
+        raise ApiError(422, "invalid_request", "pending messages are not purged: replay them")
+    return CountBody(count=await store.purge(status=status))

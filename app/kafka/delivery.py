@@ -1,0 +1,122 @@
+"""Delivery by policy: publish now, or record durably, and never lose what was accepted.
+
+`DeliveryService.emit(message, policy=...)`:
+- direct policies: publish under the policy (deadline, retries). If that finally fails with
+  anything but a record too large or an unencodable event, the message is recorded in the
+  store *before* the error propagates; the error then carries `record_id`, and the relay
+  replays the record once brokers answer.
+- outbox policies: the message is recorded first and `emit` returns a `QueuedReceipt` at once;
+  the relay publishes it and stores its receipt (`GET /events/{event_id}`).
+
+If the store itself cannot record a failed message, the error propagates with
+`record_id=None` and the failure is logged: the caller is told the message was not kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.config import PolicyName
+from app.failures.store import MessageStore, Origin
+from app.kafka import errors
+from app.kafka.messages import OutgoingMessage
+from app.kafka.publisher import KafkaPublisher
+from app.kafka.receipts import DeliveryReceipt
+
+logger = logging.getLogger(__name__)
+
+STORE_TIMEOUT_S = 10.0
+
+
+class QueuedReceipt(BaseModel):
+    """An outbox message: stored durably, to be published by the relay."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str = Field(description="Id of the event; follow it at GET /events/{event_id}.")
+    record_id: str = Field(description="Id of the stored record.")
+    topic: str
+    policy: str
+    status: Literal["queued"] = "queued"
+
+
+class DeliveryService:
+    """Publishes by policy; records what fails; queues what goes through the outbox."""
+
+    def __init__(
+        self,
+        publishers: Mapping[PolicyName, KafkaPublisher],
+        store: MessageStore,
+        *,
+        on_recorded: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._publishers = publishers
+        self._store = store
+        self._on_recorded = on_recorded
+
+    def publisher(self, policy: PolicyName) -> KafkaPublisher:
+        return self._publishers[policy]
+
+    async def emit(
+        self, message: OutgoingMessage, *, policy: PolicyName
+    ) -> DeliveryReceipt | QueuedReceipt:
+        """Deliver `message` under `policy`.
+
+        Returns:
+            The broker's receipt, or a `QueuedReceipt` for an outbox policy.
+
+        Raises:
+            PublishError: the message was not delivered; `record_id` says where it is kept
+                (None when it is not: too large, unencodable, or the store failed too).
+        """
+        publisher = self._publishers[policy]
+        if publisher.outbox:
+            async with asyncio.timeout(STORE_TIMEOUT_S):
+                stored = await self._store.record(message, origin=Origin.OUTBOX, policy=policy)
+            self._on_recorded()
+            return QueuedReceipt(
+                event_id=message.event_id, record_id=stored.id, topic=message.topic, policy=policy
+            )
+        try:
+            return await publisher.publish(message)
+        except errors.PublishError as error:
+            if not isinstance(error, (errors.RecordTooLarge, errors.EncodingError)):
+                error.record_id = await self._record_failure(message, policy, error)
+            raise
+
+    async def _record_failure(
+        self, message: OutgoingMessage, policy: PolicyName, error: errors.PublishError
+    ) -> str | None:
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT_S):
+                stored = await self._store.record(
+                    message,
+                    origin=Origin.FAILED,
+                    policy=policy,
+                    attempts=error.attempts,
+                    error_type=error.cause,
+                    error=str(error),
+                )
+        except (SQLAlchemyError, OSError, TimeoutError):
+            logger.critical(
+                "event %s: publish failed (%s) and the store could not record it",
+                message.event_id,
+                error.cause,
+                exc_info=True,
+            )
+            return None
+        logger.warning(
+            "event %s: publish failed after %d attempt(s) (%s); recorded as %s",
+            message.event_id,
+            error.attempts,
+            error.cause,
+            stored.id,
+        )
+        self._on_recorded()
+        return stored.id
