@@ -108,7 +108,7 @@ async def test_each_policy_reports_what_the_broker_confirmed(
     kafka_broker: KafkaCluster,
     topic: str,
     policy: PolicyName,
-    overrides: dict[str, object],
+    overrides: dict[str, Any],
     acks: str,
     idempotent: bool,
     confirmed: bool,
