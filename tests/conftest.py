@@ -10,7 +10,7 @@ import asyncio
 import re
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +109,7 @@ def make_settings(
     *,
     policy: PolicyName = PolicyName.REPLICATED,
     store_url: str | None = None,
-    replay: dict[str, object] | None = None,
+    replay: Mapping[str, object] | None = None,
     admin_token: str | None = None,
     **overrides: object,
 ) -> Settings:

@@ -39,18 +39,24 @@ class _Accumulator:
 
 
 class FakeProducer:
-    """Just enough of AIOKafkaProducer: behaviour is set per test."""
+    """Just enough of AIOKafkaProducer: behaviour is set per test.
+
+    `send_errors` are raised by successive sends (then sends succeed); `send_error` by all.
+    """
 
     def __init__(
         self,
         *,
         start_error: BaseException | None = None,
         send_error: BaseException | None = None,
+        send_errors: list[BaseException] | None = None,
         ack: Any = None,
         never_ack: bool = False,
     ) -> None:
         self.start_error = start_error
         self.send_error = send_error
+        self.send_errors = list(send_errors or [])
+        self.sends = 0
         self.ack = ack if ack is not None else Metadata("t", 1, 7, 1000, 0, 0)
         self.never_ack = never_ack
         self.started = self.stopped = False
@@ -69,6 +75,9 @@ class FakeProducer:
         self.stopped = True
 
     async def send(self, topic: str, value: bytes, **_: Any) -> asyncio.Future[Any]:
+        self.sends += 1
+        if self.send_errors:
+            raise self.send_errors.pop(0)
         if self.send_error is not None:
             raise self.send_error
         self.sent.append((topic, value))
@@ -219,3 +228,103 @@ async def test_stop_fails_what_the_producer_still_holds_so_it_cannot_hang() -> N
 
     assert producer._message_accumulator.failed_with is not None
     assert producer.stopped
+
+
+FAST_RETRY = {"retries": 3, "initial_retry_time_ms": 10, "max_retry_time_ms": 20}
+
+
+async def test_retriable_errors_are_retried_with_the_same_event_id() -> None:
+    producer = FakeProducer(send_errors=[NotEnoughReplicasError(), KafkaConnectionError()])
+    publisher = make_publisher(producer, retry=FAST_RETRY)
+    await publisher.start()
+
+    receipt = await publisher.publish(MESSAGE)
+    await publisher.stop()
+
+    assert receipt.attempts == 3
+    assert producer.sends == 3
+    assert receipt.event_id == "e-1"
+
+
+async def test_retries_are_bounded_by_their_count() -> None:
+    producer = FakeProducer(send_error=NotEnoughReplicasError())
+    publisher = make_publisher(producer, retry=FAST_RETRY)
+    await publisher.start()
+
+    with pytest.raises(errors.BrokerUnavailable) as caught:
+        await publisher.publish(MESSAGE)
+    await publisher.stop()
+
+    assert producer.sends == 4  # the first attempt and 3 retries
+    assert caught.value.attempts == 4
+    assert caught.value.cause == "NotEnoughReplicasError"
+
+
+async def test_retries_are_bounded_by_the_deadline() -> None:
+    producer = FakeProducer(send_error=NotEnoughReplicasError())
+    publisher = make_publisher(
+        producer,
+        retry={"retries": 100, "initial_retry_time_ms": 50, "multiplier": 1, "factor": 0},
+        delivery_timeout_ms=400,
+    )
+    await publisher.start()
+
+    started = time.monotonic()
+    with pytest.raises(errors.DeliveryTimeout) as caught:
+        await publisher.publish(MESSAGE)
+    elapsed = time.monotonic() - started
+    await publisher.stop()
+
+    assert 0.35 < elapsed < 2.0
+    assert 5 <= caught.value.attempts < 100
+
+
+async def test_non_retriable_errors_are_not_retried() -> None:
+    producer = FakeProducer(send_error=TopicAuthorizationFailedError())
+    publisher = make_publisher(producer, retry=FAST_RETRY)
+    await publisher.start()
+
+    with pytest.raises(errors.PublishRejected) as caught:
+        await publisher.publish(MESSAGE)
+    await publisher.stop()
+
+    assert producer.sends == 1
+    assert caught.value.attempts == 1
+
+
+async def test_the_retry_hook_can_stop_retrying() -> None:
+    producer = FakeProducer(send_error=NotEnoughReplicasError())
+    seen: list[str] = []
+
+    def only_once(error: errors.PublishError) -> bool:
+        seen.append(error.cause)
+        return len(seen) < 2
+
+    settings = make_publisher(retry=FAST_RETRY)._settings
+    publisher = KafkaPublisher(settings, producer_factory=lambda: producer, should_retry=only_once)
+    await publisher.start()
+
+    with pytest.raises(errors.BrokerUnavailable):
+        await publisher.publish(MESSAGE)
+    await publisher.stop()
+
+    assert producer.sends == 2
+    assert seen == ["NotEnoughReplicasError", "NotEnoughReplicasError"]
+
+
+async def test_a_send_stuck_before_reaching_a_broker_is_withdrawn_and_retried() -> None:
+    class StuckOnce(FakeProducer):
+        async def send(self, topic: str, value: bytes, **kwargs: Any) -> asyncio.Future[Any]:
+            if self.sends == 0:
+                self.sends += 1
+                await asyncio.Event().wait()  # e.g. waiting for metadata that never comes
+            return await super().send(topic, value, **kwargs)
+
+    producer = StuckOnce()
+    publisher = make_publisher(producer, retry=FAST_RETRY, attempt_timeout_ms=100)
+    await publisher.start()
+
+    receipt = await publisher.publish(MESSAGE)
+    await publisher.stop()
+
+    assert receipt.attempts == 2

@@ -1,0 +1,116 @@
+"""The relay's rules (order, stop at the first failure, abandon), on a real SQLite store.
+
+The publishers are fakes: what is tested is the relay's bookkeeping; publishing to a real
+broker is in tests/integration/test_failures.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from app.config import PolicyName, ReplaySettings
+from app.failures.relay import Relay
+from app.failures.store import MessageStore, Origin, Status
+from app.kafka import errors
+from app.kafka.messages import OutgoingMessage
+from app.kafka.publisher import KafkaPublisher
+from tests.unit.test_store import message, receipt
+
+
+class FakePublisher:
+    def __init__(self, outcomes: dict[str, Exception | None]) -> None:
+        self.outcomes = outcomes
+        self.published: list[str] = []
+
+    async def publish(self, msg: OutgoingMessage) -> Any:
+        self.published.append(msg.event_id)
+        error = self.outcomes.get(msg.event_id)
+        if error is not None:
+            raise error
+        return receipt(msg.event_id)
+
+
+def relay_for(store: MessageStore, publisher: FakePublisher, max_attempts: int = 3) -> Relay:
+    publishers = {p: cast(KafkaPublisher, publisher) for p in PolicyName}
+    return Relay(store, publishers, ReplaySettings(max_attempts=max_attempts, batch_size=10))
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[MessageStore]:
+    store = MessageStore(f"sqlite+aiosqlite:///{tmp_path}/messages.db")
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def _record(store: MessageStore, *numbers: int, policy: str = "replicated") -> None:
+    for n in numbers:
+        await store.record(message(n), origin=Origin.FAILED, policy=policy)
+
+
+async def test_publishes_pending_records_oldest_first(store: MessageStore) -> None:
+    await _record(store, 1, 2, 3)
+    publisher = FakePublisher({})
+
+    result = await relay_for(store, publisher).run_round()
+
+    assert publisher.published == ["e-1", "e-2", "e-3"]
+    assert result.delivered == 3
+    assert await store.count(Status.DELIVERED) == 3
+
+
+async def test_a_failure_stops_the_round_so_order_is_kept(store: MessageStore) -> None:
+    await _record(store, 1, 2, 3)
+    down = errors.BrokerUnavailable("down", event_id="e-2")
+    publisher = FakePublisher({"e-2": down})
+
+    result = await relay_for(store, publisher).run_round()
+
+    assert publisher.published == ["e-1", "e-2"]
+    assert (result.delivered, result.failed) == (1, 1)
+    pending = await store.list(status=Status.PENDING)
+    assert [r.event_id for r in pending] == ["e-2", "e-3"]
+    assert pending[0].replays == 1
+
+
+async def test_hopeless_records_are_abandoned_and_do_not_block_the_rest(
+    store: MessageStore,
+) -> None:
+    await _record(store, 1, 2)
+    rejected = errors.PublishRejected("no", event_id="e-1", cause="TopicAuthorizationFailedError")
+    publisher = FakePublisher({"e-1": rejected})
+
+    result = await relay_for(store, publisher).run_round()
+
+    assert (result.abandoned, result.delivered) == (1, 1)
+    abandoned = await store.list(status=Status.ABANDONED)
+    assert [(r.event_id, r.error_type) for r in abandoned] == [
+        ("e-1", "TopicAuthorizationFailedError")
+    ]
+
+
+async def test_a_record_is_abandoned_after_max_attempts(store: MessageStore) -> None:
+    await _record(store, 1)
+    publisher = FakePublisher({"e-1": errors.BrokerUnavailable("down", event_id="e-1")})
+    relay = relay_for(store, publisher, max_attempts=3)
+
+    outcomes = [await relay.run_round() for _ in range(4)]
+
+    assert [o.failed for o in outcomes] == [1, 1, 0, 0]
+    assert outcomes[2].abandoned == 1
+    assert len(publisher.published) == 3  # nothing after it was abandoned
+    assert await store.count(Status.ABANDONED) == 1
+
+
+async def test_a_record_of_an_unknown_policy_is_abandoned(store: MessageStore) -> None:
+    await _record(store, 1, policy="gone")
+
+    result = await relay_for(store, FakePublisher({})).run_round()
+
+    assert result.abandoned == 1
+    (record,) = await store.list(status=Status.ABANDONED)
+    assert record.error_type == "UnknownPolicy"
