@@ -178,6 +178,11 @@ class KafkaPublisher:
             logger.warning("publisher %s: connect failed: %s", self.name, type(exc).__name__)
             await self._close(producer, flush=False)
             return False
+        except asyncio.CancelledError:
+            # stop() cancels a background reconnect; the half-started producer may already
+            # hold connections (e.g. while it waits for a producer id), so close it first
+            await self._close(producer, flush=False)
+            raise
         if self._state is not PublisherState.CONNECTING:  # stopped while connecting
             await self._close(producer, flush=False)
             return True
@@ -217,25 +222,38 @@ class KafkaPublisher:
         )
 
     async def _close(self, producer: Any, *, flush: bool) -> None:
-        timeout = self._transport.close_timeout_ms / 1000
-        if flush:
-            try:
-                async with asyncio.timeout(timeout):
-                    await producer.flush()
-            except (TimeoutError, KafkaError):
-                logger.error(
-                    "publisher %s: buffered messages not acknowledged within %d ms of "
-                    "shutdown; their publishers get an error",
-                    self.name,
-                    self._transport.close_timeout_ms,
-                )
-        # aiokafka's stop() waits for every buffered batch; fail them so it cannot hang.
+        """Flush (optionally) and stop `producer`, every step bounded by `close_timeout_ms`.
+
+        aiokafka's stop() first waits for every buffered batch to be delivered, and an
+        idempotent producer retries a batch without end (e.g. while min.insync.replicas cannot
+        be met), so stop() alone can hang forever. Hence: flush for at most the timeout; then
+        fail what is left (its publishers already got an error at their deadline, and the
+        delivery service recorded those messages); then stop; if even that overruns, close the
+        connections. Each step runs as a task we stop waiting for at the timeout.
+        """
+        timeout_s = self._transport.close_timeout_ms / 1000
+        if flush and not await _within(producer.flush(), timeout_s):
+            logger.error(
+                "publisher %s: buffered messages not acknowledged within %d ms of shutdown; "
+                "failing them",
+                self.name,
+                self._transport.close_timeout_ms,
+            )
+        # Nothing should be left after a flush; whatever is (or if we did not flush) must not
+        # keep stop() waiting. aiokafka may log an internal error for a batch in flight.
         producer._message_accumulator.fail_all(ProducerClosed())
-        try:
-            async with asyncio.timeout(timeout):
-                await producer.stop()
-        except (TimeoutError, KafkaError, OSError):
-            logger.exception("publisher %s: producer did not close cleanly", self.name)
+        if not await _within(producer.stop(), timeout_s):
+            # stop() overran, or failed half-way (aiokafka can trip over the batch we failed)
+            # before it closed the client: close the connections ourselves
+            logger.error(
+                "publisher %s: producer did not stop cleanly within %d ms; closing its "
+                "connections",
+                self.name,
+                self._transport.close_timeout_ms,
+            )
+            for connection in list(producer.client._conns.values()):
+                connection.close()  # synchronous; client.close() below may wait on metadata
+            await _within(producer.client.close(), timeout_s)
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -486,6 +504,29 @@ def _classify(exc: KafkaError, message: OutgoingMessage, stage: str) -> errors.P
     return errors.PublishRejected(
         f"rejected by the broker: {cause}", event_id=message.event_id, cause=cause
     )
+
+
+_abandoned: set[asyncio.Task[Any]] = set()  # keeps abandoned close steps referenced
+
+
+async def _within(step: Awaitable[Any], timeout_s: float) -> bool:
+    """Run `step` as a task; True if it ended without error within `timeout_s`.
+
+    An error is logged; a step that overruns is cancelled but not awaited.
+    """
+    task = asyncio.ensure_future(step)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        task.cancel()  # asked, not awaited: see KafkaPublisher._close
+        _abandoned.add(task)
+        task.add_done_callback(_abandoned.discard)
+        return False
+    if task.cancelled():
+        return False
+    if task.exception() is not None:
+        logger.warning("producer close step failed: %r", task.exception())
+        return False
+    return True
 
 
 def _maybe_sent(stage: str) -> bool | None:

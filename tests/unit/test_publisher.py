@@ -7,6 +7,7 @@ tests/integration.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import namedtuple
 from typing import Any
@@ -38,6 +39,23 @@ class _Accumulator:
         self.failed_with = exc
 
 
+class _Connection:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.closed = False
+        self._conns = {("node", 0): _Connection()}
+
+    async def close(self) -> None:
+        self.closed = True
+
+
 class FakeProducer:
     """Just enough of AIOKafkaProducer: behaviour is set per test.
 
@@ -62,6 +80,7 @@ class FakeProducer:
         self.started = self.stopped = False
         self.sent: list[tuple[str, bytes]] = []
         self._message_accumulator = _Accumulator()
+        self.client = _Client()
 
     async def start(self) -> None:
         if self.start_error is not None:
@@ -100,7 +119,9 @@ def make_publisher(
         }
     )
     settings = KafkaSettings(
-        producer=ProducerSettings(connect_timeout_ms=200, reconnect_backoff_max_ms=50),
+        producer=ProducerSettings(
+            connect_timeout_ms=200, reconnect_backoff_max_ms=50, close_timeout_ms=200
+        ),
         policies=PoliciesSettings(replicated=replicated),
     )
     return KafkaPublisher(settings, producer_factory=lambda: queue.pop(0))
@@ -183,6 +204,30 @@ async def test_unreachable_broker_at_start_leaves_it_connecting_then_it_recovers
     assert receipt.offset == 7
 
 
+class _HangingProducer(FakeProducer):
+    """A producer whose start() never returns (e.g. waiting for a producer id)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starting = asyncio.Event()
+
+    async def start(self) -> None:
+        self.starting.set()
+        await asyncio.Event().wait()
+
+
+async def test_stop_during_a_background_reconnect_closes_the_half_started_producer() -> None:
+    hanging = _HangingProducer()
+    publisher = make_publisher(FakeProducer(start_error=KafkaConnectionError()), hanging)
+    await publisher.start()
+    await asyncio.wait_for(hanging.starting.wait(), timeout=5)
+
+    await publisher.stop()
+
+    assert hanging.stopped  # its connections are closed, not left to the garbage collector
+    assert publisher.state is PublisherState.STOPPED
+
+
 async def test_publish_while_connecting_fails_within_the_deadline_as_not_sent() -> None:
     down = KafkaConnectionError("refused")
     publisher = make_publisher(
@@ -219,15 +264,45 @@ async def test_errors_are_classified(raised: Exception, expected: type[Exception
     assert "Traceback" not in str(caught.value)
 
 
-async def test_stop_fails_what_the_producer_still_holds_so_it_cannot_hang() -> None:
-    producer = FakeProducer()
+async def test_stop_is_bounded_even_when_the_producer_never_finishes_closing() -> None:
+    class Stuck(FakeProducer):
+        async def flush(self) -> None:
+            await asyncio.Event().wait()
+
+        async def stop(self) -> None:
+            # like aiokafka's sender finishing a request first: the first cancel is ignored
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
+            await asyncio.sleep(3600)
+
+    producer = Stuck()
+    publisher = make_publisher(producer)
+    await publisher.start()
+
+    started = time.monotonic()
+    await publisher.stop()
+
+    assert time.monotonic() - started < 1.5  # close_timeout_ms=200 for each step
+    assert publisher.state is PublisherState.STOPPED
+    assert producer._message_accumulator.failed_with is not None  # releases aiokafka's stop()
+    assert producer.client.closed  # and if stop() still hangs, the sockets are freed
+    assert all(c.closed for c in producer.client._conns.values())
+
+
+async def test_a_stop_that_fails_half_way_still_closes_the_connections() -> None:
+    class Failing(FakeProducer):
+        async def stop(self) -> None:
+            raise KeyError("batch")  # aiokafka tripping over a batch failed under it
+
+    producer = Failing()
     publisher = make_publisher(producer)
     await publisher.start()
 
     await publisher.stop()
 
-    assert producer._message_accumulator.failed_with is not None
-    assert producer.stopped
+    assert publisher.state is PublisherState.STOPPED
+    assert producer.client.closed
+    assert all(c.closed for c in producer.client._conns.values())
 
 
 FAST_RETRY = {"retries": 3, "initial_retry_time_ms": 10, "max_retry_time_ms": 20}
