@@ -73,13 +73,25 @@ def topic_name(request: pytest.FixtureRequest) -> str:
 
 
 async def create_topic(
-    bootstrap_servers: str, name: str, *, partitions: int = 3, replication_factor: int = 1
+    bootstrap_servers: str,
+    name: str,
+    *,
+    partitions: int = 3,
+    replication_factor: int = 1,
+    config: Mapping[str, str] | None = None,
 ) -> str:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10000)
     await admin.start()
     try:
         await admin.create_topics(
-            [NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)]
+            [
+                NewTopic(
+                    name,
+                    num_partitions=partitions,
+                    replication_factor=replication_factor,
+                    topic_configs=dict(config or {}),
+                )
+            ]
         )
     finally:
         await admin.close()

@@ -1,0 +1,56 @@
+"""Helpers for tests on the three-broker cluster."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+
+from devtools.kafka import KafkaCluster
+from tests.conftest import eventually
+
+
+async def partition_layout(bootstrap: str, topic: str) -> dict[int, dict[str, Any]]:
+    """Leader, replicas and ISR of each partition of `topic`.
+
+    Retried (bounded) while the admin client picks a broker that was just killed and is not
+    yet fenced out of the metadata.
+    """
+    for attempt in range(20):
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        try:
+            await admin.start()
+            (description,) = await admin.describe_topics([topic])
+            return {p["partition"]: p for p in description["partitions"]}
+        except (KafkaError, OSError):
+            if attempt == 19:
+                raise
+        finally:
+            # close() is a no-op when start() failed half-way; the client may hold sockets
+            await admin._client.close()
+        await asyncio.sleep(0.25)
+    raise AssertionError("unreachable")
+
+
+async def wait_isr(cluster: KafkaCluster, topic: str, size: int, timeout_s: float = 60) -> None:
+    """Wait until every partition of `topic` has an ISR of `size`."""
+    servers = ",".join(cluster.broker_address(n) for n in cluster.node_ids if cluster.is_running(n))
+
+    async def isr_is_full() -> bool:
+        layout = await partition_layout(servers, topic)
+        return all(len(p["isr"]) == size for p in layout.values())
+
+    await eventually(isr_is_full, timeout_s=timeout_s, interval_s=0.2)
+
+
+async def restore(cluster: KafkaCluster) -> None:
+    """Bring every stopped node back (the cluster is shared by the session)."""
+    for node in cluster.node_ids:
+        if not cluster.is_running(node):
+            await asyncio.to_thread(cluster.start_node, node)
+
+
+def survivors(cluster: KafkaCluster, *down: int) -> str:
+    return ",".join(cluster.broker_address(n) for n in cluster.node_ids if n not in down)
