@@ -8,7 +8,7 @@ trace, an exception's own text from a library, or a broker address.
     413     record_too_large    RecordTooLarge (message over the producer's/broker's limit)
     422     invalid_request     RequestInvalid (FastAPI's RequestValidationError)
     422     unencodable_event   EncodingError (the event cannot be serialised)
-    502     publish_rejected    PublishRejected (non-retriable broker error; recorded)
+    503     publish_rejected    PublishRejected (non-retriable broker error; recorded)
     503     broker_unavailable  BrokerUnavailable, DeliveryTimeout (recorded), PublisherStateError
     503     not_ready           readiness probe failing
     404/405 not_found, method_not_allowed   routing
@@ -154,9 +154,10 @@ _DOCS: dict[type[BaseException], tuple[int, type[BaseModel], str, dict[str, Any]
         },
     ),
     errors.PublishRejected: (
-        502,
+        503,
         UnavailableBody,
-        "Kafka refused the message for a reason retrying cannot fix (e.g. authorisation).",
+        "Kafka refused the message for a reason retrying cannot fix until an operator acts "
+        "(e.g. authorisation). The message is recorded (`record_id`) for replay once fixed.",
         {
             "error": "publish_rejected",
             "detail": "rejected by the broker: TopicAuthorizationFailedError",
@@ -218,7 +219,7 @@ async def _publish_error(_: Request, exc: Exception) -> JSONResponse:
     elif isinstance(exc, errors.EncodingError):
         code, kind, headers = 422, exc.kind, None
     elif isinstance(exc, errors.PublishRejected):
-        code, kind, headers = 502, exc.kind, None
+        code, kind, headers = 503, exc.kind, None  # no Retry-After: an operator must act
     else:
         code, kind = 503, errors.BrokerUnavailable.kind
         headers = {"Retry-After": str(RETRY_AFTER_S)}

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from app.kafka.errors import EncodingError
 from app.kafka.messages import OutgoingMessage
 
 EVENT_TYPE = "verification_email.requested"
@@ -38,6 +39,12 @@ class VerificationEmailRequested:
     occurred_at: datetime = field(default_factory=_now)
 
     def to_message(self, topic: str) -> OutgoingMessage:
+        """The Kafka record of this event.
+
+        Raises:
+            EncodingError: a field cannot be encoded (e.g. a lone surrogate in a string);
+                nothing was sent, and nothing is kept: a replay could not encode it either.
+        """
         value = {
             "event_id": self.event_id,
             "event_type": EVENT_TYPE,
@@ -46,10 +53,20 @@ class VerificationEmailRequested:
             "email": self.email,
             "redirect_url": self.redirect_url,
         }
+        try:
+            # ensure_ascii=False keeps the value UTF-8, so .encode() meets every character
+            encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+            key = self.email.encode()
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+            raise EncodingError(
+                f"the event cannot be serialised as JSON: {type(exc).__name__}",
+                event_id=self.event_id,
+                cause=type(exc).__name__,
+            ) from None
         return OutgoingMessage(
             topic=topic,
-            key=self.email.encode(),
-            value=json.dumps(value, separators=(",", ":")).encode(),
+            key=key,
+            value=encoded,
             event_id=self.event_id,
             headers=(
                 ("event_id", self.event_id.encode()),

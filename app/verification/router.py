@@ -32,6 +32,7 @@ router = APIRouter(tags=["verification emails"])
         exceptions.RequestInvalid,
         exceptions.BodyTooLarge,
         errors.RecordTooLarge,
+        errors.EncodingError,
         errors.BrokerUnavailable,
         errors.PublishRejected,
     ),

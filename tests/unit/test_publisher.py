@@ -14,10 +14,17 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import (  # type: ignore[import-untyped]
+    ClusterAuthorizationFailedError,
     KafkaConnectionError,
+    KafkaTimeoutError,
+    LeaderNotAvailableError,
     MessageSizeTooLargeError,
+    NotEnoughReplicasAfterAppendError,
     NotEnoughReplicasError,
+    NotLeaderForPartitionError,
+    RequestTimedOutError,
     TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
 )
 
 from app.config import KafkaSettings, PoliciesSettings, PolicySettings, ProducerSettings
@@ -69,6 +76,7 @@ class FakeProducer:
         send_error: BaseException | None = None,
         send_errors: list[BaseException] | None = None,
         ack: Any = None,
+        ack_error: BaseException | None = None,
         never_ack: bool = False,
     ) -> None:
         self.start_error = start_error
@@ -77,6 +85,7 @@ class FakeProducer:
         self.sends = 0
         self.ack = ack if ack is not None else Metadata("t", 1, 7, 1000, 0, 0)
         self.never_ack = never_ack
+        self.ack_error = ack_error
         self.started = self.stopped = False
         self.sent: list[tuple[str, bytes]] = []
         self._message_accumulator = _Accumulator()
@@ -101,7 +110,9 @@ class FakeProducer:
             raise self.send_error
         self.sent.append((topic, value))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        if not self.never_ack:
+        if self.ack_error is not None:
+            future.set_exception(self.ack_error)
+        elif not self.never_ack:
             future.set_result(self.ack)
         return future
 
@@ -262,6 +273,43 @@ async def test_errors_are_classified(raised: Exception, expected: type[Exception
 
     assert type(caught.value) is expected
     assert "Traceback" not in str(caught.value)
+
+
+# The README's error table, as the broker reports each error through aiokafka's future.
+@pytest.mark.parametrize(
+    ("raised", "expected", "retried"),
+    [
+        (KafkaTimeoutError(), errors.BrokerUnavailable, True),  # buffer full, metadata wait
+        (UnknownTopicOrPartitionError(), errors.BrokerUnavailable, True),
+        (RequestTimedOutError(), errors.BrokerUnavailable, True),
+        (NotLeaderForPartitionError(), errors.BrokerUnavailable, True),  # leader election
+        (LeaderNotAvailableError(), errors.BrokerUnavailable, True),
+        (NotEnoughReplicasError(), errors.BrokerUnavailable, True),
+        (NotEnoughReplicasAfterAppendError(), errors.BrokerUnavailable, True),
+        (KafkaConnectionError(), errors.BrokerUnavailable, True),
+        (MessageSizeTooLargeError(), errors.RecordTooLarge, False),
+        (TopicAuthorizationFailedError(), errors.PublishRejected, False),
+        (ClusterAuthorizationFailedError(), errors.PublishRejected, False),
+    ],
+)
+async def test_error_table(
+    raised: Exception, expected: type[errors.PublishError], retried: bool
+) -> None:
+    producer = FakeProducer(ack_error=raised)
+    publisher = make_publisher(producer, retry={"retries": 2, "initial_retry_time_ms": 1})
+    await publisher.start()
+
+    with pytest.raises(expected) as caught:
+        await publisher.publish(MESSAGE)
+    await publisher.stop()
+
+    assert type(caught.value) is expected
+    assert caught.value.attempts == producer.sends == (3 if retried else 1)
+    assert caught.value.cause == type(raised).__name__
+    # A retriable failure after the message left the process may be written all the same (a
+    # retry or a replay then duplicates it: NOT_ENOUGH_REPLICAS_AFTER_APPEND means it *was*
+    # appended); a refusal means the broker did not write it.
+    assert caught.value.sent is (None if retried else False)
 
 
 async def test_stop_is_bounded_even_when_the_producer_never_finishes_closing() -> None:

@@ -6,7 +6,10 @@ import json
 import zlib
 from datetime import UTC, datetime
 
+import pytest
+
 from app.config import KafkaSettings, PolicyName, ProducerSettings
+from app.kafka.errors import EncodingError
 from app.kafka.options import crc32_partitioner, producer_options
 from app.verification.events import VerificationEmailRequested
 
@@ -37,6 +40,33 @@ def test_event_becomes_keyed_json_with_headers() -> None:
         "event_type": b"verification_email.requested",
         "content_type": b"application/json",
     }
+
+
+def test_non_ascii_text_is_sent_as_utf8() -> None:
+    event = VerificationEmailRequested(
+        email="jöran@exämple.com", redirect_url="https://x.example/ü"
+    )
+
+    message = event.to_message("t")
+
+    assert message.key == "jöran@exämple.com".encode()
+    assert 'redirect_url":"https://x.example/ü"'.encode() in message.value
+
+
+@pytest.mark.parametrize("field", ["email", "redirect_url"])
+def test_a_value_that_cannot_be_encoded_is_an_encoding_error(field: str) -> None:
+    fields = {"email": "ada@example.com", "redirect_url": "https://x.example/"}
+    fields[field] += "\ud800"  # a lone surrogate: a str, but not Unicode text
+    event = VerificationEmailRequested(
+        email=fields["email"], redirect_url=fields["redirect_url"], event_id="e-9"
+    )
+
+    with pytest.raises(EncodingError) as raised:
+        event.to_message("t")
+
+    assert raised.value.event_id == "e-9"
+    assert raised.value.sent is False
+    assert raised.value.cause == "UnicodeEncodeError"
 
 
 def test_each_event_gets_its_own_id() -> None:
