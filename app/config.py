@@ -187,6 +187,7 @@ class PolicySettings(_Section):
     attempt_timeout_ms: PositiveMs = 2000
     retry: RetrySettings = RetrySettings()
     outbox: bool = False
+    ordered_per_key: bool = True
     linger_ms: int | None = Field(default=None, ge=0)
     transactional_id: str | None = None
     transaction_timeout_ms: PositiveMs = 60000

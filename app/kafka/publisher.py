@@ -114,6 +114,8 @@ class KafkaPublisher:
         # One transaction at a time per transactional producer (aiokafka's rule).
         self._transaction_lock = asyncio.Lock()
         self._awaiting_ack = 0
+        # key -> the future that ends the latest publish of that key (ordered_per_key)
+        self._key_tails: dict[bytes, asyncio.Future[None]] = {}
 
     @property
     def state(self) -> PublisherState:
@@ -246,8 +248,7 @@ class KafkaPublisher:
             # stop() overran, or failed half-way (aiokafka can trip over the batch we failed)
             # before it closed the client: close the connections ourselves
             logger.error(
-                "publisher %s: producer did not stop cleanly within %d ms; closing its "
-                "connections",
+                "publisher %s: producer did not stop cleanly within %d ms; closing its connections",
                 self.name,
                 self._transport.close_timeout_ms,
             )
@@ -285,9 +286,12 @@ class KafkaPublisher:
             reraise=True,
         )
         attempts = 0
-        stage = ["connect"]  # the stage of the current attempt, for the timeout's message
+        stage = ["queue"]  # the stage of the current attempt, for the timeout's message
+        previous, done = self._join_key_queue(message.key)
         try:
             async with asyncio.timeout(self._policy.delivery_timeout_ms / 1000):
+                if previous is not None:
+                    await asyncio.shield(previous)
                 async for attempt in retrying:
                     with attempt:
                         attempts += 1
@@ -303,8 +307,50 @@ class KafkaPublisher:
         except errors.PublishError as error:
             error.attempts = attempts
             raise
+        finally:
+            self._leave_key_queue(message.key, done, previous)
         elapsed_ms = (time.perf_counter() - started) * 1000
         return self._receipt(message, metadata, elapsed_ms, attempts)
+
+    def _join_key_queue(
+        self, key: bytes | None
+    ) -> tuple[asyncio.Future[None] | None, asyncio.Future[None] | None]:
+        """With `ordered_per_key`, queue behind the previous publish of `key` until it ends.
+
+        aiokafka keeps one batch per partition in flight and retries it before the next, so
+        what it is handed stays in order. But when a message fails and we retry it (topic
+        metadata missing, a request timeout, NOT_ENOUGH_REPLICAS without idempotence), later
+        messages of its key handed over meanwhile would overtake it. One publish per key at a
+        time prevents that, at the cost of one round trip per message for a busy key.
+        """
+        if key is None or not self._policy.ordered_per_key:
+            return None, None
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        previous = self._key_tails.get(key)
+        self._key_tails[key] = done
+        return previous, done
+
+    def _leave_key_queue(
+        self,
+        key: bytes | None,
+        done: asyncio.Future[None] | None,
+        previous: asyncio.Future[None] | None,
+    ) -> None:
+        """Let the next publish of `key` go: at once, or, if this one gave up while still
+        queued (its deadline), once the one before it ends, so nobody overtakes that."""
+        if key is None or done is None:
+            return
+
+        def release(_: object = None) -> None:
+            if not done.done():
+                done.set_result(None)
+            if self._key_tails.get(key) is done:
+                del self._key_tails[key]
+
+        if previous is not None and not previous.done():
+            previous.add_done_callback(release)
+        else:
+            release()
 
     def _retriable(self, error: BaseException) -> bool:
         if not isinstance(error, errors.PublishError) or not error.retriable:

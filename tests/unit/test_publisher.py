@@ -312,6 +312,53 @@ async def test_error_table(
     assert caught.value.sent is (None if retried else False)
 
 
+@pytest.mark.parametrize("ordered", [True, False])
+async def test_a_retried_message_is_not_overtaken_by_its_keys_next_one(ordered: bool) -> None:
+    producer = FakeProducer(send_errors=[NotEnoughReplicasError()])  # the first send fails
+    publisher = make_publisher(
+        producer, retry={"retries": 1, "initial_retry_time_ms": 20}, ordered_per_key=ordered
+    )
+    await publisher.start()
+    first = OutgoingMessage(topic="t", value=b"1", key=b"k", event_id="e-1")
+    second = OutgoingMessage(topic="t", value=b"2", key=b"k", event_id="e-2")
+    other_key = OutgoingMessage(topic="t", value=b"3", key=b"other", event_id="e-3")
+
+    await asyncio.gather(
+        publisher.publish(first), publisher.publish(second), publisher.publish(other_key)
+    )
+    await publisher.stop()
+
+    values = [value for _, value in producer.sent]
+    if ordered:
+        assert values.index(b"1") < values.index(b"2")
+        assert values.index(b"3") < values.index(b"1")  # other keys do not wait
+    else:
+        assert values.index(b"2") < values.index(b"1")  # overtaken while it waited to retry
+    assert publisher._key_tails == {}  # nothing left queued
+
+
+async def test_a_publish_that_times_out_while_queued_still_keeps_its_place() -> None:
+    producer = FakeProducer(never_ack=True)
+    publisher = make_publisher(producer, delivery_timeout_ms=100)
+    await publisher.start()
+    messages = [
+        OutgoingMessage(topic="t", value=str(n).encode(), key=b"k", event_id=f"e-{n}")
+        for n in range(3)
+    ]
+
+    results = await asyncio.gather(
+        *(publisher.publish(m) for m in messages), return_exceptions=True
+    )
+    await publisher.stop()
+
+    assert all(isinstance(r, errors.DeliveryTimeout) for r in results)
+    assert [value for _, value in producer.sent] == [b"0"]  # the others never went out
+    assert [r.sent for r in results if isinstance(r, errors.DeliveryTimeout)][1:] == [
+        False,
+        False,
+    ]
+
+
 async def test_stop_is_bounded_even_when_the_producer_never_finishes_closing() -> None:
     class Stuck(FakeProducer):
         async def flush(self) -> None:
