@@ -14,9 +14,10 @@ Clients (each imports only its own library, so the process's memory is that clie
   linger.ms=5.
 
 How it measures:
-- Every message is the app's own verification-email event for the same address (JSON value
-  of ~240 bytes, key = the email, three headers), built before the clock starts, each with
-  its own event id; FastStream adds its `content-type` and `correlation_id` headers.
+- Every message is the app's own verification-email event, each for its own address like
+  sign-ups (JSON value of ~240 bytes, key = the email, three headers), built before the
+  clock starts, each with its own event id; FastStream adds its `content-type` and
+  `correlation_id` headers.
 - `sequential`: one publish at a time, each awaited. `concurrent`: C tasks publishing at
   once until N were published (the producer batches what queues up meanwhile).
 - Each mode is preceded by 50 unmeasured publishes. Latency is per publish (call to
@@ -151,14 +152,14 @@ async def make_client(name: str, servers: str, topic: str) -> Client:
 
 
 def messages(topic: str, count: int) -> list[OutgoingMessage]:
-    """`count` copies of one event, each with its own event id (same size on the wire)."""
+    """`count` events, each with its own event id and address (same size on the wire)."""
     template = VerificationEmailRequested(
         email="bench-micro@example.com", redirect_url="https://app.example.com/verify"
     )
     out = []
-    for _ in range(count):
+    for number in range(count):
         event = VerificationEmailRequested(
-            email=template.email,
+            email=f"bench-micro-{number % 1000:03d}@example.com",
             redirect_url=template.redirect_url,
             occurred_at=template.occurred_at,
         )
