@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make sure Java 17+ (to run Kafka) and Maven (to fetch Kafka's jars) are installed.
+# Make sure Java 17+ (to run Kafka), Maven (to fetch Kafka's jars) and the PostgreSQL server
+# binaries (initdb, postgres: the store's PostgreSQL tests run a throwaway server) are installed.
 # Installs Debian's packages when they are missing and we may (root or passwordless sudo).
 set -euo pipefail
 
@@ -10,9 +11,22 @@ java_ok() {
   [ "${major%%.*}" -ge 17 ] 2>/dev/null
 }
 
+postgres_ok() {
+  # Debian's layout (/usr/lib/postgresql/<version>/bin), else where pg_config or PATH points.
+  local dirs=(/usr/lib/postgresql/*/bin) dir tool
+  dirs+=("$(pg_config --bindir 2>/dev/null || true)")
+  command -v postgres >/dev/null 2>&1 && dirs+=("$(dirname "$(readlink -f "$(command -v postgres)")")")
+  for dir in "${dirs[@]}"; do
+    for tool in initdb postgres pg_isready psql; do [ -x "$dir/$tool" ] || continue 2; done
+    return 0
+  done
+  return 1
+}
+
 missing=()
 java_ok || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+postgres_ok || missing+=(postgresql)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "installing ${missing[*]} (Debian packages)"
@@ -24,3 +38,4 @@ export DEBIAN_FRONTEND=noninteractive
 timeout 600 "${SUDO[@]}" apt-get update -qq
 timeout 900 "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 java_ok || { echo "error: Java 17+ still not available" >&2; exit 1; }
+postgres_ok || { echo "error: PostgreSQL server binaries still not available" >&2; exit 1; }

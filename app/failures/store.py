@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
     Index,
@@ -64,6 +65,8 @@ class Status(StrEnum):
 
 metadata = MetaData()
 
+_CREATE_LOCK_KEY = 0x6B61666B615F6D73  # PostgreSQL advisory lock held while creating the table
+
 messages = Table(
     "kafka_messages",
     metadata,
@@ -87,8 +90,9 @@ messages = Table(
     Column("last_failed_at", DateTime(timezone=True), nullable=True),
     Column("delivered_at", DateTime(timezone=True), nullable=True),
     Column("partition", Integer, nullable=True),
-    Column("offset", Integer, nullable=True),
-    Column("timestamp", Integer, nullable=True),
+    # Kafka offsets and timestamps (ms since the epoch) are 64-bit; INTEGER is 32-bit on PostgreSQL
+    Column("offset", BigInteger, nullable=True),
+    Column("timestamp", BigInteger, nullable=True),
     Index("ix_kafka_messages_status_seq", "status", "seq"),
 )
 
@@ -202,6 +206,10 @@ class MessageStore:
                 cursor.close()
 
         async with engine.begin() as connection:
+            if url.get_backend_name() == "postgresql":
+                # Replicas starting together on an empty database: one creates the table while
+                # the others wait here, then find it (without the lock they fail on start-up).
+                await connection.execute(select(func.pg_advisory_xact_lock(_CREATE_LOCK_KEY)))
             await connection.run_sync(metadata.create_all)
         self._engine = engine
 
