@@ -17,7 +17,7 @@ PY := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install system-deps kafka-fetch run test lint format typecheck pytest clean bench
+.PHONY: help install system-deps kafka-fetch run test lint format typecheck pytest clean bench chaos
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -60,6 +60,9 @@ test: lint typecheck pytest  ## lint, type-check, then the whole suite
 bench: kafka-fetch  ## speed and memory next to peer implementations; writes bench/RESULTS.md
 	$(UV) sync --locked --group bench
 	$(PY) -m bench
+
+chaos: kafka-fetch  ## faults under load on a 3-node cluster, every request accounted for; writes chaos/RESULTS.md
+	$(PY) -m chaos
 
 clean:  ## remove environments, jars and local broker data
 	rm -rf $(VENV) $(TOOLS) .kafka .mypy_cache .ruff_cache .pytest_cache

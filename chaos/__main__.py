@@ -1,0 +1,5 @@
+"""`python -m chaos`: see `chaos.run`."""
+
+from chaos.run import cli
+
+cli(prog_name="python -m chaos")

@@ -1,0 +1,249 @@
+"""The fault scenarios of `python -m chaos`, and one run of a scenario under load.
+
+Each scenario runs against its own topic (3 partitions, replicated on the 3 nodes) and its
+own service process and store, while `Plan.requests` requests flow from
+`Plan.concurrency` clients. Faults start when a share of the requests has been answered, so
+they land mid-stream whatever the machine's speed. When the load is over every node is
+brought back, the relay is given time to drain the store, the topic is read back from the
+beginning, and `chaos.accounting.account` gives the row of the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from app.failures.store import MessageStore
+from chaos.accounting import (
+    Accounting,
+    Load,
+    account,
+    drain_topic,
+    stored_messages,
+    wait_store_drained,
+)
+from chaos.cluster import create_topic, leader_of, restore, running_brokers, wait_isr
+from chaos.service import Service
+from devtools.kafka import KafkaCluster
+
+RELAY_DRAIN_TIMEOUT_S = 180.0
+TOPIC_DRAIN_TIMEOUT_S = 180.0
+ISR_TIMEOUT_S = 90.0
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    requests: int
+    concurrency: int
+    down_s: float
+    bounces: int
+    request_timeout_s: float = 30.0
+
+    @property
+    def load_deadline_s(self) -> float:
+        # a bound, not an expectation: at least 10 requests a second on average
+        return 120.0 + self.requests / 10
+
+
+@dataclass(slots=True)
+class Context:
+    cluster: KafkaCluster
+    topic: str
+    load: Load
+    service: Service
+    plan: Plan
+    notes: list[str] = field(default_factory=list)
+
+    def at(self, share: float) -> int:
+        return max(1, int(self.load.requests * share))
+
+    def note(self, text: str) -> None:
+        since = time.monotonic() - (self.load.started_at or time.monotonic())
+        self.notes.append(f"{since:.1f}s: {text}")
+
+    async def wait_share(self, share: float) -> bool:
+        """Wait until `share` of the requests were answered; False if the load ended first."""
+        return await self.load.wait_answered(self.at(share), timeout_s=self.plan.load_deadline_s)
+
+
+Script = Callable[[Context], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    name: str
+    description: str
+    script: Script
+    outbox: bool = False
+
+
+async def _leader_down(ctx: Context, *, kill: bool, down_s: float, partition: int) -> None:
+    leader = await leader_of(ctx.cluster, ctx.topic, partition)
+    how = "SIGKILL" if kill else "SIGTERM"
+    ctx.note(f"{how} node {leader} (leader of partition {partition}) after {ctx.load.sent} sent")
+    if kill:
+        await asyncio.to_thread(ctx.cluster.kill_node, leader)
+    else:
+        await asyncio.to_thread(ctx.cluster.stop_node, leader)
+    ctx.note(f"node {leader} stopped")
+    await asyncio.sleep(down_s)
+    await asyncio.to_thread(ctx.cluster.start_node, leader)
+    ctx.note(f"node {leader} back (registered)")
+
+
+async def leader_sigterm(ctx: Context) -> None:
+    if await ctx.wait_share(0.3):
+        await _leader_down(ctx, kill=False, down_s=10, partition=0)
+
+
+async def leader_sigkill(ctx: Context) -> None:
+    if await ctx.wait_share(0.3):
+        await _leader_down(ctx, kill=True, down_s=10, partition=0)
+
+
+async def leader_bounces(ctx: Context) -> None:
+    """SIGKILL the leader of partition i % 3, restart it, wait for a full ISR; repeat."""
+    bounces = ctx.plan.bounces
+    for i in range(bounces):
+        if not await ctx.wait_share(0.1 + 0.7 * i / max(1, bounces)):
+            ctx.note(f"load over after {i} bounces")
+            return
+        await _leader_down(ctx, kill=True, down_s=2, partition=i % 3)
+        if not await wait_isr(ctx.cluster, ctx.topic, 3, timeout_s=ISR_TIMEOUT_S):
+            ctx.note("ISR not full again in time")
+
+
+async def broker_down(ctx: Context) -> None:
+    if await ctx.wait_share(0.2):
+        await _leader_down(ctx, kill=True, down_s=ctx.plan.down_s, partition=1)
+
+
+async def app_sigkill(ctx: Context) -> None:
+    if await ctx.wait_share(0.5):
+        ctx.note(f"SIGKILL the service after {ctx.load.sent} sent")
+        await ctx.service.kill()
+        await ctx.service.start()
+        ctx.note("service restarted (same store)")
+
+
+FAULTS: dict[str, Fault] = {
+    f.name: f
+    for f in (
+        Fault(
+            "leader-sigterm",
+            "SIGTERM the leader of partition 0 at 30% of the requests; back after 10 s",
+            leader_sigterm,
+        ),
+        Fault(
+            "leader-sigkill",
+            "SIGKILL the leader of partition 0 at 30% of the requests; back after 10 s",
+            leader_sigkill,
+        ),
+        Fault(
+            "leader-bounces",
+            "SIGKILL the leader of partition i % 3, back after 2 s, ISR full again; "
+            "repeated from 10% to 80% of the requests",
+            leader_bounces,
+        ),
+        Fault(
+            "broker-down",
+            "SIGKILL the leader of partition 1 at 20% of the requests; down for --down-s",
+            broker_down,
+        ),
+        Fault(
+            "app-sigkill-outbox",
+            "outbox policy: SIGKILL the service at 50% of the requests, restart it at once",
+            app_sigkill,
+            outbox=True,
+        ),
+    )
+}
+
+
+@dataclass(slots=True)
+class Outcome:
+    fault: Fault
+    accounting: Accounting
+    duration_s: float
+    load_s: float
+    notes: list[str]
+    service_starts: int
+
+
+async def run_fault(fault: Fault, cluster: KafkaCluster, plan: Plan, scratch: Path) -> Outcome:
+    """One scenario from a fresh topic and service to its accounting; every node back after."""
+    run_id = uuid.uuid4().hex[:8]
+    topic = f"chaos.{fault.name}.{run_id}"
+    workdir = scratch / f"{fault.name}-{run_id}"
+    workdir.mkdir(parents=True)
+    store_url = f"sqlite+aiosqlite:///{workdir / 'messages.db'}"
+    started = time.monotonic()
+    await create_topic(cluster, topic)
+    if not await wait_isr(cluster, topic, 3, timeout_s=ISR_TIMEOUT_S):
+        raise RuntimeError(f"topic {topic}: ISR not full within {ISR_TIMEOUT_S:.0f}s")
+    env = {
+        "KAFKA__BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
+        "VERIFICATION__TOPIC": topic,
+        "STORE__URL": store_url,
+        "REPLAY__INTERVAL_MS": "200",
+        "REPLAY__BACKOFF_MAX_MS": "1000",
+        "KAFKA__PRODUCER__RECONNECT_BACKOFF_MAX_MS": "1000",
+    }
+    if fault.outbox:
+        env["KAFKA__POLICIES__REPLICATED__OUTBOX"] = "true"
+    service = Service(workdir, env)
+    await service.start()
+    try:
+        limits = httpx.Limits(
+            max_connections=plan.concurrency, max_keepalive_connections=plan.concurrency
+        )
+        # Load bounds each request by plan.request_timeout_s; httpx's own timeouts come after it
+        timeout = httpx.Timeout(plan.request_timeout_s + 5)
+        async with httpx.AsyncClient(
+            base_url=service.url, limits=limits, timeout=timeout
+        ) as client:
+            load = Load(
+                client,
+                requests=plan.requests,
+                concurrency=plan.concurrency,
+                run_id=run_id,
+                deadline_s=plan.load_deadline_s,
+                request_timeout_s=plan.request_timeout_s,
+            )
+            ctx = Context(cluster=cluster, topic=topic, load=load, service=service, plan=plan)
+            try:
+                answers, _ = await asyncio.gather(load.run(), fault.script(ctx))
+            finally:
+                load.stop()
+                await restore(cluster)
+        load_s = load.duration_s
+        if not await wait_isr(cluster, topic, 3, timeout_s=ISR_TIMEOUT_S):
+            ctx.notes.append("ISR not full again before the accounting")
+        store = MessageStore(store_url)
+        await store.open()
+        try:
+            pending = await wait_store_drained(store, timeout_s=RELAY_DRAIN_TIMEOUT_S)
+            if pending:
+                ctx.notes.append(f"{pending} records still pending after the relay's drain time")
+            stored = await stored_messages(store)
+        finally:
+            await store.close()
+        on_topic = await drain_topic(
+            running_brokers(cluster), topic, timeout_s=TOPIC_DRAIN_TIMEOUT_S
+        )
+    finally:
+        await service.stop()
+    return Outcome(
+        fault=fault,
+        accounting=account(answers, on_topic, stored),
+        duration_s=time.monotonic() - started,
+        load_s=load_s,
+        notes=ctx.notes,
+        service_starts=service.starts,
+    )

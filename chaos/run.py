@@ -1,0 +1,227 @@
+"""`python -m chaos` (`make chaos`): fault scenarios under load against a 3-node cluster.
+
+Starts a 3-node KRaft cluster (replication factor 3, min.insync.replicas=2, unclean leader
+election off) on free loopback ports in a temporary folder, runs each scenario of
+`chaos.faults` with the service as a real `python -m app` process, prints one table row per
+scenario and writes the table to `chaos/RESULTS.md`. Counts are defined in
+`chaos.accounting`. Exit code 1 when any scenario acknowledged a request that is not on the
+topic, left a refusal unrecorded or unreplayed, wrote an unexplained duplicate, reordered a
+client's messages, or failed to run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from chaos.faults import FAULTS, Outcome, Plan, run_fault
+from devtools.kafka import KafkaCluster
+
+RESULTS_PATH = Path(__file__).resolve().parent / "RESULTS.md"
+HEADER = (
+    "fault",
+    "sent",
+    "2xx",
+    "5xx",
+    "no answer",
+    "acknowledged-but-missing",
+    "recorded",
+    "replayed",
+    "duplicates",
+    "reordered",
+    "duration",
+)
+
+console = Console(stderr=True, soft_wrap=True)
+cli = typer.Typer(add_completion=False, help=__doc__.splitlines()[0] if __doc__ else None)
+
+
+def row(outcome: Outcome) -> list[str]:
+    result = outcome.accounting
+    # one count when every 5xx is a 503 (the usual case), else "502: n, 503: m"
+    errors = ", ".join(f"{s}: {n:,}" for s, n in result.server_errors.items()) or "0"
+    if set(result.server_errors) == {503}:
+        errors = f"{result.failed:,}"
+    return [
+        outcome.fault.name,
+        f"{result.sent:,}",
+        f"{result.ok:,}",
+        errors,
+        f"{result.no_answer:,}",
+        f"{len(result.acknowledged_missing):,}",
+        f"{result.recorded:,}",
+        f"{result.replayed:,}",
+        f"{result.duplicates:,}",
+        f"{result.reordered:,}",
+        f"{outcome.duration_s:.0f} s",
+    ]
+
+
+def problems(outcome: Outcome) -> list[str]:
+    """What must never happen, whatever the fault."""
+    result = outcome.accounting
+    found = []
+    if result.acknowledged_missing:
+        found.append(f"{len(result.acknowledged_missing)} acknowledged but missing")
+    if result.unrecorded:
+        found.append(f"{len(result.unrecorded)} refusals not recorded")
+    if result.recorded != result.replayed:
+        found.append(f"{result.recorded - result.replayed} recorded but not replayed")
+    if result.unexplained_duplicates:
+        found.append(f"{len(result.unexplained_duplicates)} unexplained duplicates")
+    if result.reordered:
+        found.append(f"{result.reordered} reordered")
+    if result.replay_mismatches:
+        found.append(f"{len(result.replay_mismatches)} stored receipts not matching the topic")
+    if result.other_statuses:
+        found.append(f"unexpected statuses {result.other_statuses}")
+    if result.store_pending:
+        found.append(f"{result.store_pending} records still pending")
+    return found
+
+
+def markdown(
+    outcomes: Sequence[Outcome],
+    failures: Sequence[tuple[str, str]],
+    plan: Plan,
+    cluster: KafkaCluster,
+    total_s: float,
+) -> str:
+    lines = [
+        "# Chaos results",
+        "",
+        "Written by `make chaos` (`python -m chaos`); every count is defined in "
+        "`chaos/accounting.py`, every fault in `chaos/faults.py`.",
+        "",
+        f"- when: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; whole run {total_s / 60:.1f} min",
+        f"- machine: {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs; "
+        f"Python {platform.python_version()}; Kafka {cluster.version}",
+        "- cluster: 3 KRaft nodes (broker + controller each) on loopback, replication factor 3, "
+        "min.insync.replicas=2, unclean leader election off, broker.session.timeout.ms=3000",
+        f"- load: {plan.requests:,} requests per fault from {plan.concurrency} clients, each "
+        "sending its next request once the previous one is answered; one key (email) per client",
+        "- service: `python -m app`, one process, policy `replicated` (acks=all, idempotent, "
+        "5 s deadline) with the relay on (interval 200 ms); the last fault uses the outbox",
+        f"- broker down: {plan.down_s:.0f} s; leader bounces: {plan.bounces}",
+        "",
+        "| " + " | ".join(HEADER) + " |",
+        "| --- |" + " ---: |" * (len(HEADER) - 1),
+    ]
+    lines += ["| " + " | ".join(row(o)) + " |" for o in outcomes]
+    lines += ["", "What happened in each run (time since the load started):", ""]
+    for outcome in outcomes:
+        result = outcome.accounting
+        found = problems(outcome)
+        lines.append(
+            f"- **{outcome.fault.name}**: {outcome.fault.description}. "
+            + "; ".join(outcome.notes)
+            + f". Load {outcome.load_s:.0f} s; 2xx: {result.published:,} published, "
+            f"{result.queued:,} queued (outbox); slowest answer {result.max_elapsed_s:.1f} s; "
+            f"{result.unanswered_delivered} unanswered requests delivered anyway; "
+            f"{len(result.duplicated_events)} events duplicated; service started "
+            f"{outcome.service_starts} times. "
+            + (f"**Problems: {'; '.join(found)}.**" if found else "No problem found.")
+        )
+    for name, error in failures:
+        lines.append(f"- **{name}**: did not run to the end: {error}")
+    return "\n".join(lines) + "\n"
+
+
+def show(outcomes: Sequence[Outcome]) -> None:
+    table = Table(*HEADER, title="chaos")
+    for outcome in outcomes:
+        table.add_row(*row(outcome))
+    out = Console()
+    if not out.is_terminal:  # a pipe or a file: no narrow default width
+        out = Console(width=200)
+    out.print(table)
+
+
+async def _main(
+    faults: Sequence[str], plan: Plan, scratch: Path
+) -> tuple[list[Outcome], list[tuple[str, str]], str]:
+    outcomes: list[Outcome] = []
+    failures: list[tuple[str, str]] = []
+    started = time.monotonic()
+    cluster = KafkaCluster(
+        scratch / "kafka",
+        nodes=3,
+        extra_properties={
+            "broker.session.timeout.ms": "3000",
+            "broker.heartbeat.interval.ms": "500",
+        },
+    )
+    console.print(f"starting a 3-node cluster in {scratch}")
+    await asyncio.to_thread(cluster.start)
+    try:
+        for name in faults:
+            fault = FAULTS[name]
+            console.print(f"[bold]{name}[/]: {fault.description}")
+            try:
+                outcome = await run_fault(fault, cluster, plan, scratch)
+            except (RuntimeError, OSError, TimeoutError) as error:
+                text = str(error).replace(str(scratch), "<scratch>")
+                failures.append((name, f"{type(error).__name__}: {text}"))
+                console.print(f"  [red]failed[/]: {error}")
+                continue
+            outcomes.append(outcome)
+            console.print("  " + "; ".join(outcome.notes))
+            console.print("  " + outcome.accounting.summary().replace("\n", "\n  "))
+    finally:
+        await asyncio.to_thread(cluster.stop)
+    total_s = time.monotonic() - started
+    return outcomes, failures, markdown(outcomes, failures, plan, cluster, total_s)
+
+
+@cli.command()
+def main(
+    requests: Annotated[int, typer.Option(min=1, help="Requests per fault.")] = 20_000,
+    concurrency: Annotated[int, typer.Option(min=1, max=500, help="Concurrent clients.")] = 20,
+    quick: Annotated[
+        bool, typer.Option(help="2,000 requests per fault, broker down 10 s, 2 bounces.")
+    ] = False,
+    fault: Annotated[
+        list[str] | None, typer.Option(help=f"Only these faults: {', '.join(FAULTS)}.")
+    ] = None,
+    down_s: Annotated[float, typer.Option(min=1, help="How long one broker stays down.")] = 30,
+    bounces: Annotated[int, typer.Option(min=1, max=50, help="Leader bounces.")] = 5,
+    results: Annotated[Path, typer.Option(help="Where to write the Markdown table.")] = (
+        RESULTS_PATH
+    ),
+    write: Annotated[bool, typer.Option(help="Write the results file.")] = True,
+    keep: Annotated[bool, typer.Option(help="Keep the broker and service logs.")] = False,
+) -> None:
+    """Run fault scenarios under load and account for every request."""
+    chosen = fault or list(FAULTS)
+    unknown = [name for name in chosen if name not in FAULTS]
+    if unknown:
+        raise typer.BadParameter(f"unknown fault(s) {unknown}; choose from {list(FAULTS)}")
+    if quick:
+        requests, down_s, bounces = min(requests, 2_000), min(down_s, 10), min(bounces, 2)
+    plan = Plan(requests=requests, concurrency=concurrency, down_s=down_s, bounces=bounces)
+    scratch = Path(tempfile.mkdtemp(prefix="chaos-"))
+    try:
+        outcomes, failures, text = asyncio.run(_main(chosen, plan, scratch))
+    finally:
+        if keep:
+            console.print(f"logs kept in {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    show(outcomes)
+    if write:
+        results.write_text(text)
+        console.print(f"written to {results}")
+    if failures or any(problems(o) for o in outcomes):
+        raise typer.Exit(1)
