@@ -8,6 +8,11 @@ and the next round waits longer (exponential backoff with jitter, capped at
 failed `max_attempts` rounds is marked abandoned: it stays in the store for an operator to
 replay (`python -m app.failures replay`).
 
+A record whose publish passed its deadline while a broker still had it (a 503 with
+`delivery: unknown`, or a replay that timed out the same way) is *tracked*: the relay does not
+send it again while that attempt is in flight, and marks it delivered if the attempt is
+acknowledged late. Only when the attempt fails is it replayed.
+
 At least once: a crash after Kafka acknowledged a record but before the store marked it
 delivered sends it again on restart (same event id; consumers deduplicate).
 """
@@ -20,13 +25,19 @@ import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import PolicyName, ReplaySettings
 from app.failures.store import MessageStore, Status, StoredMessage
 from app.kafka import errors
 from app.kafka.publisher import KafkaPublisher
+from app.kafka.receipts import DeliveryReceipt
 
 logger = logging.getLogger(__name__)
+
+STORE_TIMEOUT_S = 10.0
 
 
 @dataclass(slots=True)
@@ -51,6 +62,10 @@ class Relay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._backoff_s = 0.0
+        # record id -> the late outcome of an attempt still in flight (see module doc)
+        self._in_flight: dict[str, asyncio.Future[Any]] = {}
+        self._late_updates: set[asyncio.Task[None]] = set()
+        self.acknowledged_late = 0
 
     def wake(self) -> None:
         """Something was recorded: look now rather than at the next interval."""
@@ -59,14 +74,56 @@ class Relay:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="kafka-relay")
 
+    def track(self, record_id: str, in_flight: asyncio.Future[Any]) -> None:
+        """Hold `record_id` back while its earlier attempt is in flight; settle it after."""
+        self._in_flight[record_id] = in_flight
+        in_flight.add_done_callback(lambda done: self._settle(record_id, done))
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def _settle(self, record_id: str, done: asyncio.Future[Any]) -> None:
+        if self._in_flight.get(record_id) is not done:
+            return
+        if done.cancelled() or done.exception() is not None:
+            del self._in_flight[record_id]
+            self.wake()  # it failed after all: replay it
+            return
+        task = asyncio.create_task(self._mark_late_delivery(record_id, done.result()))
+        self._late_updates.add(task)
+        task.add_done_callback(self._late_updates.discard)
+
+    async def _mark_late_delivery(self, record_id: str, receipt: DeliveryReceipt) -> None:
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT_S):
+                await self._store.mark_delivered(record_id, receipt)
+            self.acknowledged_late += 1
+            logger.warning(
+                "record %s was acknowledged after its deadline (%s[%s]@%s): not replayed",
+                record_id,
+                receipt.topic,
+                receipt.partition,
+                receipt.offset,
+            )
+        except (SQLAlchemyError, OSError, TimeoutError):
+            logger.exception("record %s: could not mark its late delivery", record_id)
+        finally:
+            self._in_flight.pop(record_id, None)
+
     async def stop(self) -> None:
         """Stop after the publish in hand (bounded by its policy's deadline)."""
-        if self._task is None:
-            return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.settle_late()
+
+    async def settle_late(self) -> None:
+        """Wait for late deliveries being written to the store (each bounded)."""
+        if self._late_updates:
+            await asyncio.gather(*self._late_updates, return_exceptions=True)
 
     async def _run(self) -> None:
         interval_s = self._settings.interval_ms / 1000
@@ -97,6 +154,8 @@ class Relay:
         for record in await self._store.list(
             status=Status.PENDING, limit=self._settings.batch_size
         ):
+            if record.id in self._in_flight:
+                continue  # an earlier attempt may still be written: wait for its outcome
             outcome = await self.publish_record(record)
             if outcome == "delivered":
                 result.delivered += 1
@@ -136,6 +195,8 @@ class Relay:
             await self._store.mark_failed(
                 record.id, error_type=error.cause, error=str(error), abandon=abandon
             )
+            if error.in_flight is not None and not abandon:
+                self.track(record.id, error.in_flight)
             if abandon:
                 logger.error(
                     "event %s (record %s) abandoned after %d replays: %s",

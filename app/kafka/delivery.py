@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
@@ -55,10 +55,12 @@ class DeliveryService:
         store: MessageStore,
         *,
         on_recorded: Callable[[], None] = lambda: None,
+        on_in_flight: Callable[[str, asyncio.Future[Any]], None] = lambda _id, _future: None,
     ) -> None:
         self._publishers = publishers
         self._store = store
         self._on_recorded = on_recorded
+        self._on_in_flight = on_in_flight
 
     def publisher(self, policy: PolicyName) -> KafkaPublisher:
         return self._publishers[policy]
@@ -77,8 +79,15 @@ class DeliveryService:
         """
         publisher = self._publishers[policy]
         if publisher.outbox:
-            async with asyncio.timeout(STORE_TIMEOUT_S):
-                stored = await self._store.record(message, origin=Origin.OUTBOX, policy=policy)
+            try:
+                async with asyncio.timeout(STORE_TIMEOUT_S):
+                    stored = await self._store.record(message, origin=Origin.OUTBOX, policy=policy)
+            except (SQLAlchemyError, OSError, TimeoutError):
+                logger.exception("event %s: the outbox could not store it", message.event_id)
+                raise errors.StoreUnavailable(
+                    "the outbox could not store the event; nothing was sent",
+                    event_id=message.event_id,
+                ) from None
             self._on_recorded()
             return QueuedReceipt(
                 event_id=message.event_id, record_id=stored.id, topic=message.topic, policy=policy
@@ -88,6 +97,9 @@ class DeliveryService:
         except errors.PublishError as error:
             if not isinstance(error, (errors.RecordTooLarge, errors.EncodingError)):
                 error.record_id = await self._record_failure(message, policy, error)
+                if error.record_id is not None and error.in_flight is not None:
+                    # a broker may still write it: the relay waits for that outcome
+                    self._on_in_flight(error.record_id, error.in_flight)
             raise
 
     async def _record_failure(

@@ -7,6 +7,7 @@
     ├── RecordTooLarge                  refused by size, by the producer or the broker; not sent
     ├── PublishRejected                 a broker answered with a non-retriable error
     │                                   (authorisation, invalid topic...); not written
+    ├── StoreUnavailable                an outbox policy could not store it; not sent
     └── BrokerUnavailable               no broker took the message in time (retriable errors:
         │                               no leader, not enough replicas, connection lost...)
         └── DeliveryTimeout             the policy's deadline passed
@@ -18,10 +19,16 @@ Each `PublishError` carries:
 - `retriable`: whether trying again can succeed;
 - `cause`: the name of the underlying Kafka error, for logs and the failure store;
 - `attempts`: how many attempts were made (set when the publish gives up);
-- `record_id`: the store record that keeps the message for replay, if any.
+- `record_id`: the store record that keeps the message for replay, if any;
+- `in_flight`: when the deadline passed while a broker had the message, a future of its late
+  outcome (the receipt, or the error), so whoever keeps the message can learn it was written
+  after all instead of sending it again.
 """
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
 
 
 class PublisherStateError(RuntimeError):
@@ -50,6 +57,8 @@ class PublishError(Exception):
         self.attempts = attempts
         # set by the delivery service once the message is kept in the store
         self.record_id: str | None = None
+        # set by the publisher when a broker still had the message at the deadline
+        self.in_flight: asyncio.Future[Any] | None = None
 
 
 class EncodingError(PublishError):
@@ -62,6 +71,10 @@ class RecordTooLarge(PublishError):
 
 class PublishRejected(PublishError):
     kind = "publish_rejected"
+
+
+class StoreUnavailable(PublishError):
+    kind = "store_unavailable"
 
 
 class BrokerUnavailable(PublishError):

@@ -6,6 +6,7 @@ broker is in tests/integration/test_failures.py.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -114,3 +115,52 @@ async def test_a_record_of_an_unknown_policy_is_abandoned(store: MessageStore) -
     assert result.abandoned == 1
     (record,) = await store.list(status=Status.ABANDONED)
     assert record.error_type == "UnknownPolicy"
+
+
+async def _tracked(store: MessageStore, n: int) -> tuple[Relay, str, Any]:
+    await _record(store, n, n + 1)
+    (first, _) = await store.list(status=Status.PENDING, limit=2)
+    relay = relay_for(store, FakePublisher({}))
+    late: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    relay.track(first.id, late)
+    return relay, first.id, late
+
+
+async def test_a_record_still_in_flight_is_not_sent_again(store: MessageStore) -> None:
+    relay, record_id, _late = await _tracked(store, 1)
+    publisher = cast(FakePublisher, relay._publishers[PolicyName.REPLICATED])
+
+    await relay.run_round()
+
+    assert publisher.published == ["e-2"]  # e-1 waits for its earlier attempt
+    assert relay.in_flight == 1
+    record = await store.get(record_id)
+    assert record is not None
+    assert record.status is Status.PENDING
+
+
+async def test_a_late_acknowledgement_marks_the_record_delivered(store: MessageStore) -> None:
+    relay, record_id, late = await _tracked(store, 1)
+
+    late.set_result(receipt("e-1"))
+    await relay.settle_late()
+    await relay.run_round()
+
+    record = await store.get(record_id)
+    assert record is not None
+    assert record.status is Status.DELIVERED
+    assert (record.partition, record.offset) == (2, 40)
+    assert relay.acknowledged_late == 1
+    publisher = cast(FakePublisher, relay._publishers[PolicyName.REPLICATED])
+    assert "e-1" not in publisher.published  # never sent twice
+
+
+async def test_a_late_failure_releases_the_record_for_replay(store: MessageStore) -> None:
+    relay, _record_id, late = await _tracked(store, 1)
+
+    late.set_exception(errors.BrokerUnavailable("gone", event_id="e-1"))
+    await relay.run_round()
+
+    publisher = cast(FakePublisher, relay._publishers[PolicyName.REPLICATED])
+    assert publisher.published == ["e-1", "e-2"]
+    assert relay.in_flight == 0
