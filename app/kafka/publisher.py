@@ -42,7 +42,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -52,6 +52,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     KafkaTimeoutError,
     MessageSizeTooLargeError,
     ProducerClosed,
+    ProducerFenced,
 )
 from aiokafka.protocol.metadata import MetadataRequest  # type: ignore[import-untyped]
 from tenacity import (
@@ -83,6 +84,7 @@ class PublisherState(StrEnum):
     NEW = "new"
     CONNECTING = "connecting"
     READY = "ready"
+    FENCED = "fenced"  # another process took over our transactional id: we must not publish
     STOPPING = "stopping"
     STOPPED = "stopped"
 
@@ -114,6 +116,7 @@ class KafkaPublisher:
         # One transaction at a time per transactional producer (aiokafka's rule).
         self._transaction_lock = asyncio.Lock()
         self._awaiting_ack = 0
+        self._closing: asyncio.Task[None] | None = None
         # key -> the future that ends the latest publish of that key (ordered_per_key)
         self._key_tails: dict[bytes, asyncio.Future[None]] = {}
 
@@ -164,6 +167,8 @@ class KafkaPublisher:
             self._reconnect_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reconnect_task
+        if self._closing is not None:  # a fenced producer being closed (bounded)
+            await asyncio.wait({self._closing}, timeout=3 * self._transport.close_timeout_ms / 1000)
         producer, self._producer = self._producer, None
         if producer is not None:
             await self._close(producer, flush=True)
@@ -210,18 +215,41 @@ class KafkaPublisher:
         )
         await retrying(self._connect_once)
 
-    async def _recycle(self, producer: Any) -> None:
-        """Replace a producer whose state is in doubt (e.g. a transaction that timed out)."""
+    def _fence(self, producer: Any) -> None:
+        """A newer producer owns our transactional id: stop for good (a zombie must not come
+        back and fence the newer one in turn). Publishes are refused from now on."""
+        if self._producer is not producer:
+            return
+        self._producer = None
+        self._state = PublisherState.FENCED
+        self._ready.set()
+        logger.error(
+            "publisher %s fenced: another process uses transactional_id %r; not publishing",
+            self.name,
+            self._policy.transactional_id,
+        )
+        self._closing = asyncio.create_task(
+            self._close(producer, flush=False), name=f"kafka-close-{self.name}"
+        )
+
+    def _recycle(self, producer: Any) -> None:
+        """Replace a producer whose state is in doubt (e.g. a transaction that failed).
+
+        It is taken out of use at once (the next publish waits for its replacement), then
+        closed and replaced in the background.
+        """
         if self._producer is not producer or self._state is not PublisherState.READY:
             return
         self._producer = None
         self._ready.clear()
         self._state = PublisherState.CONNECTING
         logger.warning("publisher %s: producer state in doubt; reconnecting", self.name)
-        await self._close(producer, flush=False)
-        self._reconnect_task = asyncio.create_task(
-            self._reconnect(), name=f"kafka-reconnect-{self.name}"
-        )
+
+        async def replace() -> None:
+            await self._close(producer, flush=False)
+            await self._reconnect()
+
+        self._reconnect_task = asyncio.create_task(replace(), name=f"kafka-reconnect-{self.name}")
 
     async def _close(self, producer: Any, *, flush: bool) -> None:
         """Flush (optionally) and stop `producer`, every step bounded by `close_timeout_ms`.
@@ -287,6 +315,7 @@ class KafkaPublisher:
         )
         attempts = 0
         stage = ["queue"]  # the stage of the current attempt, for the timeout's message
+        pending: list[asyncio.Future[Any] | None] = [None]  # aiokafka's future, once sent
         previous, done = self._join_key_queue(message.key)
         try:
             async with asyncio.timeout(self._policy.delivery_timeout_ms / 1000):
@@ -295,15 +324,18 @@ class KafkaPublisher:
                 async for attempt in retrying:
                     with attempt:
                         attempts += 1
-                        metadata = await self._attempt(message, stage)
+                        metadata = await self._attempt(message, stage, pending)
         except TimeoutError:
-            raise errors.DeliveryTimeout(
+            error = errors.DeliveryTimeout(
                 f"not acknowledged within {self._policy.delivery_timeout_ms} ms "
                 f"(attempt {attempts}, waiting to {stage[0]})",
                 event_id=message.event_id,
                 sent=_maybe_sent(stage[0]),
                 attempts=attempts,
-            ) from None
+            )
+            if pending[0] is not None and not pending[0].done():
+                error.in_flight = self._late_receipt(pending[0], message, started, attempts)
+            raise error from None
         except errors.PublishError as error:
             error.attempts = attempts
             raise
@@ -311,6 +343,72 @@ class KafkaPublisher:
             self._leave_key_queue(message.key, done, previous)
         elapsed_ms = (time.perf_counter() - started) * 1000
         return self._receipt(message, metadata, elapsed_ms, attempts)
+
+    async def publish_atomically(
+        self, messages: Sequence[OutgoingMessage]
+    ) -> list[DeliveryReceipt]:
+        """Publish `messages` in one Kafka transaction: all are committed, or none.
+
+        Needs a policy with `transactional_id` (one per process: a second process using the
+        same id fences this one, whose next commit then fails). A `read_committed` consumer
+        sees every message of the transaction or none. One attempt, bounded by the policy's
+        deadline; nothing is recorded on failure (a replay message by message would not be
+        atomic): the caller gets the error and decides.
+
+        Raises:
+            PublisherStateError: outside the publisher's lifetime, or not transactional.
+            PublishError: the transaction was aborted (or its outcome is unknown:
+                `sent=None`); `event_id` is the first message's.
+        """
+        if self._policy.transactional_id is None:
+            raise errors.PublisherStateError(
+                f"publisher '{self.name}' has no transactional_id; set "
+                f"KAFKA__POLICIES__{self.name.upper()}__TRANSACTIONAL_ID"
+            )
+        if self._state in (PublisherState.NEW, PublisherState.STOPPED):
+            raise errors.PublisherStateError(f"publisher '{self.name}' is {self._state.value}")
+        if not messages:
+            return []
+        first = messages[0]
+        started = time.perf_counter()
+        stage = "connect"
+        try:
+            async with asyncio.timeout(self._policy.delivery_timeout_ms / 1000):
+                producer = await self._before_sending(self._wait_ready(first), first)
+                stage = "transaction"
+                metadata = await self._transaction(producer, messages)
+        except TimeoutError:
+            raise errors.DeliveryTimeout(
+                f"transaction not committed within {self._policy.delivery_timeout_ms} ms",
+                event_id=first.event_id,
+                sent=_maybe_sent(stage),
+            ) from None
+        except KafkaError as exc:
+            raise _classify(exc, first, stage) from exc
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return [
+            self._receipt(m, md, elapsed_ms, 1) for m, md in zip(messages, metadata, strict=True)
+        ]
+
+    async def _transaction(self, producer: Any, messages: Sequence[OutgoingMessage]) -> list[Any]:
+        async with self._transaction_lock:
+            try:
+                await producer.begin_transaction()
+                futures = [await self._send(producer, m) for m in messages]
+                metadata = [
+                    await self._acknowledgement(f, m)
+                    for f, m in zip(futures, messages, strict=True)
+                ]
+                await producer.commit_transaction()
+            except ProducerFenced:
+                self._fence(producer)
+                raise
+            except BaseException:
+                # In doubt (an abort could wait on brokers without end): drop this producer; a
+                # fresh one with the same id fences it and the coordinator aborts the rest.
+                self._recycle(producer)
+                raise
+            return metadata
 
     def _join_key_queue(
         self, key: bytes | None
@@ -370,7 +468,9 @@ class KafkaPublisher:
 
         return log
 
-    async def _attempt(self, message: OutgoingMessage, stage: list[str]) -> Any:
+    async def _attempt(
+        self, message: OutgoingMessage, stage: list[str], pending: list[asyncio.Future[Any] | None]
+    ) -> Any:
         """One attempt. Raises PublishError; TimeoutError only from the overall deadline."""
         stage[0] = "connect"
         try:
@@ -382,6 +482,7 @@ class KafkaPublisher:
             stage[0] = "enqueue"
             future = await self._before_sending(self._send(producer, message), message)
             stage[0] = "acknowledge"
+            pending[0] = future
             return await self._acknowledgement(future, message)
         except errors.PublishError:
             raise
@@ -406,6 +507,13 @@ class KafkaPublisher:
             ) from None
 
     async def _wait_ready(self, message: OutgoingMessage) -> Any:
+        if self._state is PublisherState.FENCED:
+            raise errors.PublishRejected(
+                f"publisher '{self.name}' was fenced: another process uses transactional_id "
+                f"{self._policy.transactional_id!r}",
+                event_id=message.event_id,
+                cause="ProducerFenced",
+            )
         if self._state is not PublisherState.READY:
             await self._ready.wait()
         if self._state is not PublisherState.READY or self._producer is None:
@@ -434,19 +542,29 @@ class KafkaPublisher:
 
     async def _publish_in_transaction(self, producer: Any, message: OutgoingMessage) -> Any:
         """One message, one transaction; serialised, since a producer has one open at a time."""
-        async with self._transaction_lock:
-            try:
-                await producer.begin_transaction()
-                future = await self._send(producer, message)
-                metadata = await self._acknowledgement(future, message)
-                await producer.commit_transaction()
-            except BaseException:
-                # The transaction is in doubt (its abort could wait on brokers without end):
-                # drop this producer; a fresh one fences it and the coordinator aborts it.
-                task = asyncio.create_task(self._recycle(producer))
-                task.add_done_callback(_log_task_failure)
-                raise
-            return metadata
+        (metadata,) = await self._transaction(producer, [message])
+        return metadata
+
+    def _late_receipt(
+        self, future: asyncio.Future[Any], message: OutgoingMessage, started: float, attempts: int
+    ) -> asyncio.Future[DeliveryReceipt]:
+        """A future of the receipt of a message acknowledged after its deadline (or its error)."""
+        late: asyncio.Future[DeliveryReceipt] = asyncio.get_running_loop().create_future()
+
+        def resolve(done: asyncio.Future[Any]) -> None:
+            if late.done():
+                return
+            if done.cancelled():
+                late.cancel()
+            elif done.exception() is not None:
+                late.set_exception(done.exception())  # type: ignore[arg-type]
+            else:
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                late.set_result(self._receipt(message, done.result(), elapsed_ms, attempts))
+
+        future.add_done_callback(resolve)
+        late.add_done_callback(_consume_exception)
+        return late
 
     def _late_outcome_logger(
         self, message: OutgoingMessage
@@ -575,11 +693,12 @@ async def _within(step: Awaitable[Any], timeout_s: float) -> bool:
     return True
 
 
+def _consume_exception(future: asyncio.Future[Any]) -> None:
+    """Mark a late outcome's error as seen: nobody may be waiting for it (logged elsewhere)."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _maybe_sent(stage: str) -> bool | None:
     """False when the message certainly never left the process, None when it may have."""
     return None if stage in ("acknowledge", "transaction") else False
-
-
-def _log_task_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("background task %s failed", task.get_name(), exc_info=task.exception())

@@ -88,6 +88,7 @@ class FakeProducer:
         self.ack_error = ack_error
         self.started = self.stopped = False
         self.sent: list[tuple[str, bytes]] = []
+        self.futures: list[asyncio.Future[Any]] = []
         self._message_accumulator = _Accumulator()
         self.client = _Client()
 
@@ -110,6 +111,7 @@ class FakeProducer:
             raise self.send_error
         self.sent.append((topic, value))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.futures.append(future)
         if self.ack_error is not None:
             future.set_exception(self.ack_error)
         elif not self.never_ack:
@@ -357,6 +359,34 @@ async def test_a_publish_that_times_out_while_queued_still_keeps_its_place() -> 
         False,
         False,
     ]
+
+
+async def test_a_deadline_passed_in_flight_hands_over_the_late_outcome() -> None:
+    producer = FakeProducer(never_ack=True)
+    publisher = make_publisher(producer, delivery_timeout_ms=100)
+    await publisher.start()
+
+    with pytest.raises(errors.DeliveryTimeout) as caught:
+        await publisher.publish(MESSAGE)
+    late = caught.value.in_flight
+    assert late is not None
+    assert caught.value.sent is None
+    producer.futures[0].set_result(Metadata("t", 1, 9, 1000, 0, 0))
+    receipt = await asyncio.wait_for(late, timeout=1)
+    await publisher.stop()
+
+    assert (receipt.partition, receipt.offset, receipt.event_id) == (1, 9, "e-1")
+
+
+async def test_a_deadline_passed_before_sending_has_nothing_in_flight() -> None:
+    publisher = make_publisher(FakeProducer(), delivery_timeout_ms=100)
+    publisher._state = PublisherState.CONNECTING  # as while reconnecting: no producer yet
+
+    with pytest.raises(errors.DeliveryTimeout) as caught:
+        await publisher.publish(MESSAGE)
+
+    assert caught.value.in_flight is None
+    assert caught.value.sent is False
 
 
 async def test_stop_is_bounded_even_when_the_producer_never_finishes_closing() -> None:
