@@ -1,11 +1,15 @@
-"""`make run`: a local Kafka broker unless one is reachable, then the API. Ctrl-C stops it all.
+"""`make run`: a local Kafka broker unless one is reachable, then the API and the worker.
+
+Ctrl-C stops it all.
 
 - Reads the same settings as the app (environment and `.env`).
 - If no broker in `KAFKA__BOOTSTRAP_SERVERS` accepts a TCP connection, starts a one-node
   broker on 127.0.0.1:9092 whose data persists in `.kafka/dev` between runs, and points the
   app at it (`DEVTOOLS_KAFKA_PORT` and `DEVTOOLS_KAFKA_DIR` change both).
-- Runs `python -m app` and waits. Ctrl-C or SIGTERM stops the app (graceful, bounded), then
-  the broker if this command started it.
+- Runs `python -m app` (the API) and `python -m app.worker` (the verification-email worker;
+  with the default `SMTP__BACKEND=log` it logs each email instead of sending it) side by side,
+  with the same environment, and waits. Ctrl-C or SIGTERM stops both (graceful, bounded), then
+  the broker if this command started it. If either process exits, the other is stopped too.
 """
 
 from __future__ import annotations
@@ -92,16 +96,29 @@ def main() -> int:
         env["KAFKA__BOOTSTRAP_SERVERS"] = cluster.bootstrap_servers
 
     api = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=REPO_ROOT)
+    worker = subprocess.Popen([sys.executable, "-m", "app.worker"], env=env, cwd=REPO_ROOT)
     print(f"API on http://{settings.api.host}:{settings.api.port} (docs at /docs); Ctrl-C stops")
+    print(f"worker sending emails via {settings.smtp.backend.value}")
+    processes = [(api, "the API"), (worker, "the worker")]
     try:
-        while not stopping and api.poll() is None:
+        while not stopping and all(p.poll() is None for p, _ in processes):
             time.sleep(0.2)
     finally:
-        stop_process(api, "the API")
+        # signal both first, so they stop side by side; then wait for each, bounded
+        for process, _ in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process, name in processes:
+            stop_process(process, name)
         if cluster is not None:
             print("stopping the local broker")
             cluster.stop()
-    return 0 if stopping else (api.returncode or 1)
+    if stopping:
+        return 0
+    for process, name in processes:
+        if process.returncode not in (None, 0):
+            print(f"{name} exited with status {process.returncode}", file=sys.stderr)
+    return next((p.returncode for p, _ in processes if p.returncode), 1)
 
 
 if __name__ == "__main__":

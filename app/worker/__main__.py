@@ -1,0 +1,64 @@
+"""`python -m app.worker`: validate the settings, then send verification emails until stopped.
+
+SIGTERM or SIGINT stops it gracefully (the record in hand finishes, its offset is committed,
+the worker leaves its consumer group); exit status 0. Status 2: invalid settings; 1: it could
+not start, or its loop failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.config import Settings, SettingsError, load_settings
+from app.worker.consumer import VerificationEmailWorker
+
+logger = logging.getLogger("app.worker")
+
+
+async def run(settings: Settings) -> int:
+    """Run a worker until SIGTERM/SIGINT; returns the exit status."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    worker = VerificationEmailWorker(settings)
+    try:
+        await worker.start()
+    except (TimeoutError, KafkaError, SQLAlchemyError, OSError) as error:
+        logger.error("the worker could not start: %r", error)
+        return 1
+    stopped = asyncio.create_task(stop.wait())
+    finished = asyncio.create_task(worker.wait())
+    await asyncio.wait({stopped, finished}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    failed = finished.done() and not stopped.done()
+    if failed:
+        logger.error("the worker loop ended unexpectedly: %r", finished.exception())
+    else:
+        logger.info("stop requested")
+        finished.cancel()
+    await worker.stop()
+    return 1 if failed else 0
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(error, file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.worker.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

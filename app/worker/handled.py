@@ -1,0 +1,149 @@
+"""The events the worker has handled, by event id: durable deduplication across restarts.
+
+One table, `handled_events`, in the message store's database (`STORE__URL`): SQLite by
+default (WAL, synchronous=FULL: a row survives a crash once `record()` returned), PostgreSQL
+when the URL says so; SQLAlchemy Core keeps one code path for both.
+
+A row is written only after the email went out. So a crash between the send and the row
+sends the email again on restart (at least once), and never loses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    event,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+metadata = MetaData()
+
+# PostgreSQL advisory lock held while creating the table (workers starting together)
+_CREATE_LOCK_KEY = 0x6B61666B615F6865
+
+handled_events = Table(
+    "handled_events",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("topic", String(249), nullable=False),
+    Column("partition", Integer, nullable=False),
+    # Kafka offsets are 64-bit; INTEGER is 32-bit on PostgreSQL
+    Column("offset", BigInteger, nullable=False),
+    Column("handled_at", DateTime(timezone=True), nullable=False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HandledEvent:
+    event_id: str
+    status: str
+    topic: str
+    partition: int
+    offset: int
+    handled_at: datetime
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite returns naive datetimes; everything stored here is UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class HandledEvents:
+    """Async access to `handled_events`. `open()` before use, `close()` after."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._engine: AsyncEngine | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError("the handled-events store is not open")
+        return self._engine
+
+    async def open(self) -> None:
+        """Connect, creating the SQLite file's folder and the table on first use."""
+        url = make_url(self._url)
+        backend = url.get_backend_name()
+        if backend == "sqlite" and url.database not in (None, "", ":memory:"):
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(self._url, pool_pre_ping=True)
+        if backend == "sqlite":
+
+            @event.listens_for(engine.sync_engine, "connect")
+            def _pragmas(connection: Any, _: Any) -> None:
+                cursor = connection.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=FULL")
+                cursor.execute("PRAGMA busy_timeout=5000")
+                cursor.close()
+
+        try:
+            async with engine.begin() as connection:
+                if backend == "postgresql":
+                    await connection.execute(select(func.pg_advisory_xact_lock(_CREATE_LOCK_KEY)))
+                await connection.run_sync(metadata.create_all)
+        except BaseException:
+            await engine.dispose()
+            raise
+        self._engine = engine
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    async def get(self, event_id: str) -> HandledEvent | None:
+        async with self.engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    select(handled_events).where(handled_events.c.event_id == event_id)
+                )
+            ).first()
+        if row is None:
+            return None
+        return HandledEvent(
+            event_id=row.event_id,
+            status=row.status,
+            topic=row.topic,
+            partition=row.partition,
+            offset=row.offset,
+            handled_at=_aware(row.handled_at),
+        )
+
+    async def record(
+        self, event_id: str, *, status: str, topic: str, partition: int, offset: int
+    ) -> bool:
+        """Mark `event_id` handled (committed when this returns); False if it already was."""
+        try:
+            async with self.engine.begin() as connection:
+                await connection.execute(
+                    insert(handled_events).values(
+                        event_id=event_id,
+                        status=status,
+                        topic=topic,
+                        partition=partition,
+                        offset=offset,
+                        handled_at=datetime.now(UTC),
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True

@@ -1,0 +1,204 @@
+"""What the worker reads and writes on Kafka, as pure functions (no I/O).
+
+In: a `verification_email.requested` record (see `app.verification.events`), optionally with
+request-reply headers (the names Spring Kafka's `ReplyingKafkaTemplate` uses):
+
+- `kafka_replyTopic`: the topic to answer on (UTF-8);
+- `kafka_correlationId`: opaque bytes, echoed as the reply's key and header;
+- `kafka_replyPartition` (optional): the partition to answer on, decimal ASCII (`b"3"`).
+
+Out:
+- a reply: key = the correlation id, headers `kafka_correlationId` and `event_id`, JSON value
+  `{"event_id", "status": "sent" | "failed" | "duplicate", "detail", "handled_at"}`;
+- a dead letter: the original key, value and headers, plus `dlq_error_type`, `dlq_error`,
+  `dlq_attempts`, `dlq_source_topic`, `dlq_source_partition`, `dlq_source_offset`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
+
+Headers = Sequence[tuple[str, bytes]]
+
+REPLY_TOPIC = "kafka_replyTopic"
+REPLY_PARTITION = "kafka_replyPartition"
+CORRELATION_ID = "kafka_correlationId"
+
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_DETAIL_MAX = 300
+
+
+class ReplyStatus(StrEnum):
+    SENT = "sent"
+    FAILED = "failed"
+    DUPLICATE = "duplicate"
+
+
+class VerificationEmailEvent(BaseModel):
+    """A `verification_email.requested` event as read from Kafka (unknown fields ignored)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event_id: str = Field(min_length=1, max_length=64)
+    # the same as app.verification.events.EVENT_TYPE and EVENT_VERSION (a unit test checks)
+    event_type: Literal["verification_email.requested"]
+    event_version: Literal[1]
+    occurred_at: datetime
+    email: EmailStr
+    redirect_url: str = Field(max_length=2048)
+
+    @field_validator("redirect_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        # Kept as written (pydantic's URL types would normalise it): the link must work as sent.
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("an http or https URL with a host")
+        return value
+
+
+class PoisonMessage(Exception):
+    """A record that can never be handled (not JSON, not this event): dead-lettered at once."""
+
+    def __init__(self, error_type: str, detail: str) -> None:
+        super().__init__(detail)
+        self.error_type = error_type
+        self.detail = detail
+
+
+def parse_event(value: bytes | None) -> VerificationEmailEvent:
+    """The event in a record's value.
+
+    Raises:
+        PoisonMessage: `EmptyValue`, `InvalidJson` or `InvalidEvent`; the detail names the
+            fields at fault, never their values (they may hold an address).
+    """
+    if not value:
+        raise PoisonMessage("EmptyValue", "the record has no value")
+    try:
+        return VerificationEmailEvent.model_validate_json(value)
+    except ValidationError as error:
+        problems = error.errors(include_url=False, include_input=False, include_context=False)
+        if any(p["type"] == "json_invalid" for p in problems):
+            raise PoisonMessage("InvalidJson", "the value is not JSON") from None
+        detail = "; ".join(
+            f"{'.'.join(str(part) for part in p['loc']) or 'value'}: {p['msg']}" for p in problems
+        )
+        raise PoisonMessage("InvalidEvent", shorten(detail)) from None
+
+
+def header(headers: Headers, name: str) -> bytes | None:
+    """The last value of header `name` (Kafka allows repeats; the last one wins), or None."""
+    found = None
+    for key, value in headers:
+        if key == name:
+            found = value
+    return found
+
+
+def event_id_of(headers: Headers) -> str | None:
+    """The `event_id` header, for logging and replying about a record whose value is unreadable."""
+    raw = header(headers, "event_id")
+    if raw is None:
+        return None
+    text = raw.decode("utf-8", errors="replace")[:64]
+    return text or None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyAddress:
+    topic: str
+    correlation_id: bytes
+    partition: int | None = None
+
+
+class InvalidReplyHeaders(ValueError):
+    """The record asks for a reply, but its reply headers are unusable (logged, no reply)."""
+
+
+def reply_address(headers: Headers) -> ReplyAddress | None:
+    """Where to answer this record, or None when it asks for no reply.
+
+    Raises:
+        InvalidReplyHeaders: a reply topic without a correlation id, a topic name Kafka refuses,
+            or a partition that is not a non-negative decimal number.
+    """
+    raw_topic = header(headers, REPLY_TOPIC)
+    if raw_topic is None:
+        return None
+    correlation_id = header(headers, CORRELATION_ID)
+    if correlation_id is None:
+        raise InvalidReplyHeaders(f"{REPLY_TOPIC} without {CORRELATION_ID}")
+    try:
+        topic = raw_topic.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidReplyHeaders(f"{REPLY_TOPIC} is not UTF-8") from None
+    if not _TOPIC.match(topic) or topic in {".", ".."}:
+        raise InvalidReplyHeaders(f"{REPLY_TOPIC} is not a Kafka topic name")
+    raw_partition = header(headers, REPLY_PARTITION)
+    partition = None
+    if raw_partition is not None:
+        if not re.fullmatch(rb"[0-9]{1,9}", raw_partition):
+            raise InvalidReplyHeaders(f"{REPLY_PARTITION} is not a decimal partition number")
+        partition = int(raw_partition)
+    return ReplyAddress(topic=topic, correlation_id=correlation_id, partition=partition)
+
+
+def reply_value(
+    *, event_id: str | None, status: ReplyStatus, detail: str | None, handled_at: datetime
+) -> bytes:
+    """The JSON value of a reply (`handled_at` must be timezone-aware; sent as UTC)."""
+    if handled_at.tzinfo is None:
+        raise ValueError("handled_at must be timezone-aware")
+    body = {
+        "event_id": event_id,
+        "status": status.value,
+        "detail": detail,
+        "handled_at": handled_at.astimezone(UTC).isoformat(),
+    }
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def reply_headers(address: ReplyAddress, event_id: str | None) -> list[tuple[str, bytes]]:
+    headers = [(CORRELATION_ID, address.correlation_id)]
+    if event_id is not None:
+        headers.append(("event_id", event_id.encode()))
+    return headers
+
+
+def dead_letter_headers(
+    original: Headers,
+    *,
+    error_type: str,
+    error: str,
+    attempts: int,
+    topic: str,
+    partition: int,
+    offset: int,
+) -> list[tuple[str, bytes]]:
+    """The original headers, then the `dlq_*` ones (replacing those of an earlier dead letter)."""
+    added = {
+        "dlq_error_type": error_type,
+        "dlq_error": shorten(error),
+        "dlq_attempts": str(attempts),
+        "dlq_source_topic": topic,
+        "dlq_source_partition": str(partition),
+        "dlq_source_offset": str(offset),
+    }
+    kept = [(name, value) for name, value in original if name not in added]
+    return kept + [(name, value.encode()) for name, value in added.items()]
+
+
+def shorten(text: str, limit: int = _DETAIL_MAX) -> str:
+    """One line of at most `limit` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
