@@ -12,6 +12,7 @@ variable and say what to change, e.g.::
 from __future__ import annotations
 
 import re
+from email.utils import parseaddr
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -302,6 +303,27 @@ class VerificationSettings(_Section):
         return value
 
 
+class ReplySettings(_Section):
+    """Request-reply: where workers answer, and how long a request waits for the answer."""
+
+    topic: str = "send.verification.email.reply"
+    timeout_ms: PositiveMs = 10000
+    # Create the reply topic at start-up if it is missing (clusters often refuse auto-creation).
+    create_topic: bool = True
+    partitions: int = Field(default=3, gt=0, le=1000)
+    # Replies are short-lived: capped at the number of brokers (a one-node dev cluster works).
+    replication_factor: int = Field(default=3, ge=1, le=32)
+    # Replies are only useful for seconds; the topic keeps them for this long.
+    retention_ms: PositiveMs = 3_600_000
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        if not _TOPIC.match(value) or value in {".", ".."}:
+            raise ValueError("a Kafka topic name is 1-249 of A-Z a-z 0-9 . _ -")
+        return value
+
+
 class StoreSettings(_Section):
     """Where failed and outbox messages are kept until delivered."""
 
@@ -349,6 +371,81 @@ class ApiSettings(_Section):
     max_body_bytes: int = Field(default=16384, gt=0)
 
 
+class SmtpBackend(StrEnum):
+    """How the worker delivers emails: a real SMTP server, or the log (local development)."""
+
+    SMTP = "smtp"
+    LOG = "log"
+
+
+class SmtpTls(StrEnum):
+    """`none`: plain SMTP; `starttls`: upgrade after connecting (required); `tls`: TLS at once."""
+
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
+class SmtpSettings(_Section):
+    """The SMTP server the worker sends verification emails through."""
+
+    backend: SmtpBackend = SmtpBackend.LOG
+    host: str = Field(default="localhost", min_length=1)
+    port: int = Field(default=25, gt=0, lt=65536)
+    tls: SmtpTls = SmtpTls.NONE
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str = "no-reply@example.com"
+    timeout_ms: PositiveMs = 10000
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        _, address = parseaddr(value)
+        if "@" not in address:
+            raise ValueError("give an address, e.g. no-reply@example.com or 'App <app@x.org>'")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> Self:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("SMTP__USERNAME and SMTP__PASSWORD go together: set both or neither")
+        return self
+
+
+class WorkerSettings(_Section):
+    """The verification-email worker (`python -m app.worker`), a consumer of VERIFICATION__TOPIC."""
+
+    group_id: str = Field(default="verification-email-worker", min_length=1)
+    client_id: str = Field(default="verification-email-worker", min_length=1)
+    dead_letter_topic: str = "send.verification.email.dlq"
+    max_attempts: int = Field(default=5, gt=0, le=100)
+    backoff_initial_ms: PositiveMs = 500
+    backoff_max_ms: PositiveMs = 10000
+    start_timeout_ms: PositiveMs = 30000
+    produce_timeout_ms: PositiveMs = 10000
+    commit_timeout_ms: PositiveMs = 10000
+    shutdown_timeout_ms: PositiveMs = 30000
+    max_poll_interval_ms: PositiveMs = 300000
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("dead_letter_topic")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        if not _TOPIC.match(value) or value in {".", ".."}:
+            raise ValueError("a Kafka topic name is 1-249 of A-Z a-z 0-9 . _ -")
+        return value
+
+    @model_validator(mode="after")
+    def _backoff(self) -> Self:
+        if self.backoff_initial_ms > self.backoff_max_ms:
+            raise ValueError(
+                f"WORKER__BACKOFF_INITIAL_MS ({self.backoff_initial_ms}) must not exceed "
+                f"WORKER__BACKOFF_MAX_MS ({self.backoff_max_ms})"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     """Every setting of the service. See `.env.example` for the environment variable names."""
 
@@ -370,6 +467,9 @@ class Settings(BaseSettings):
     replay: ReplaySettings = ReplaySettings()
     admin: AdminSettings = AdminSettings()
     verification: VerificationSettings = VerificationSettings()
+    reply: ReplySettings = ReplySettings()
+    smtp: SmtpSettings = SmtpSettings()
+    worker: WorkerSettings = WorkerSettings()
 
 
 class SettingsError(Exception):

@@ -9,7 +9,11 @@ trace, an exception's own text from a library, or a broker address.
     422     invalid_request     RequestInvalid (FastAPI's RequestValidationError)
     422     unencodable_event   EncodingError (the event cannot be serialised)
     503     publish_rejected    PublishRejected (non-retriable broker error; recorded)
+    503     store_unavailable   StoreUnavailable (outbox could not store it; nothing sent)
     503     broker_unavailable  BrokerUnavailable, DeliveryTimeout (recorded), PublisherStateError
+    503     replies_unavailable RepliesUnavailable (wait_for=delivery while the reply topic is not
+                                read; nothing was sent)
+    504     reply_timeout       ReplyTimeout (published, but no reply in time; carries the receipt)
     503     not_ready           readiness probe failing
     404/405 not_found, method_not_allowed   routing
     500     internal_error      anything unexpected (logged with its trace, never returned)
@@ -27,6 +31,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.kafka import errors
+from app.kafka.replies import RepliesUnavailable, ReplyTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +62,13 @@ class UnavailableBody(ErrorBody):
     delivery: Literal["not_sent", "unknown"] = Field(
         description="not_sent: it never reached a broker. unknown: a broker may still write it "
         "(the deadline passed while it was in flight); consumers deduplicate on event_id."
+    )
+
+
+class ReplyTimeoutBody(ErrorBody):
+    event_id: str = Field(description="Id of the published event.")
+    receipt: dict[str, Any] = Field(
+        description="The request's receipt: it was published; only the reply is missing."
     )
 
 
@@ -166,6 +178,38 @@ _DOCS: dict[type[BaseException], tuple[int, type[BaseModel], str, dict[str, Any]
             "delivery": "not_sent",
         },
     ),
+    RepliesUnavailable: (
+        503,
+        ErrorBody,
+        "`wait_for=delivery` while replies cannot be read (Kafka unreachable since start-up); "
+        "nothing was sent. Retry after `Retry-After`, or omit `wait_for`.",
+        {"error": "replies_unavailable", "detail": "the reply topic is not being read"},
+    ),
+    ReplyTimeout: (
+        504,
+        ReplyTimeoutBody,
+        "`wait_for=delivery`: the request was published (see `receipt`), but the worker did not "
+        "reply within `REPLY__TIMEOUT_MS`. The email may still be sent: do not resend.",
+        {
+            "error": "reply_timeout",
+            "detail": "no reply within 10000 ms",
+            "event_id": "0b6f3f0e-6f1e-4c1b-9a53-5b1f0d7b0c2a",
+            "receipt": {"topic": "send.verification.email", "partition": 0, "offset": 42},
+        },
+    ),
+    errors.StoreUnavailable: (
+        503,
+        UnavailableBody,
+        "The feature's policy uses the outbox and the store could not keep the event in time; "
+        "nothing was sent or kept: retry after `Retry-After`.",
+        {
+            "error": "store_unavailable",
+            "detail": "the outbox could not store the event; nothing was sent",
+            "event_id": "0b6f3f0e-6f1e-4c1b-9a53-5b1f0d7b0c2a",
+            "record_id": None,
+            "delivery": "not_sent",
+        },
+    ),
     errors.BrokerUnavailable: (
         503,
         UnavailableBody,
@@ -220,6 +264,9 @@ async def _publish_error(_: Request, exc: Exception) -> JSONResponse:
         code, kind, headers = 422, exc.kind, None
     elif isinstance(exc, errors.PublishRejected):
         code, kind, headers = 503, exc.kind, None  # no Retry-After: an operator must act
+    elif isinstance(exc, errors.StoreUnavailable):
+        code, kind = 503, exc.kind
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
     else:
         code, kind = 503, errors.BrokerUnavailable.kind
         headers = {"Retry-After": str(RETRY_AFTER_S)}
@@ -234,6 +281,28 @@ async def _publish_error(_: Request, exc: Exception) -> JSONResponse:
         event_id=exc.event_id,
         record_id=exc.record_id,
         delivery=delivery,
+    )
+
+
+async def _replies_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    logger.warning("request-reply refused: %s", exc)
+    return error_response(
+        503,
+        "replies_unavailable",
+        "the reply topic is not being read; nothing was sent",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+async def _reply_timeout(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ReplyTimeout)
+    logger.warning("event %s: %s", exc.receipt.event_id, exc)
+    return error_response(
+        504,
+        "reply_timeout",
+        str(exc),
+        event_id=exc.receipt.event_id,
+        receipt=exc.receipt.model_dump(mode="json"),
     )
 
 
@@ -293,6 +362,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(errors.PublishError, _publish_error)
     app.add_exception_handler(errors.PublisherStateError, _publisher_state)
+    app.add_exception_handler(RepliesUnavailable, _replies_unavailable)
+    app.add_exception_handler(ReplyTimeout, _reply_timeout)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)

@@ -14,15 +14,18 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from app import exceptions
-from app.config import PolicyName, Settings, load_settings
+from app.config import PolicyName, Settings, VerificationSettings, load_settings
+from app.events import EventBus
 from app.failures.relay import Relay
 from app.failures.router import admin_router, events_router
 from app.failures.store import MessageStore
 from app.health.router import router as health_router
 from app.kafka.delivery import DeliveryService
 from app.kafka.publisher import KafkaPublisher
+from app.kafka.replies import ReplyReader, RequestReply
 from app.middleware import BodySizeLimit
 from app.state import AppState
+from app.verification import listeners as verification_listeners
 from app.verification.router import router as verification_router
 
 logger = logging.getLogger(__name__)
@@ -31,6 +34,9 @@ logger = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the FastAPI application; nothing connects until its lifespan starts."""
     settings = settings or load_settings()
+    # Listeners are registered now; their dependencies are injected when the lifespan starts.
+    events = EventBus()
+    verification_listeners.register(events)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, AppState]]:
@@ -38,17 +44,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with AsyncExitStack() as stack:
             store = MessageStore(settings.store.url)
             await store.open()
-            stack.push_async_callback(store.close)
+            relays: list[Relay] = []
+
+            async def close_store() -> None:
+                for relay in relays:  # late acknowledgements from the publishers' last flush
+                    await relay.settle_late()
+                await store.close()
+
+            stack.push_async_callback(close_store)
             publishers = {policy: KafkaPublisher(settings.kafka, policy) for policy in PolicyName}
             # concurrently: each start is bounded by connect_timeout_ms
             await asyncio.gather(*(p.start() for p in publishers.values()))
             for publisher in publishers.values():
                 stack.push_async_callback(publisher.stop)
             relay = Relay(store, publishers, settings.replay)
+            relays.append(relay)
             if settings.replay.enabled:
                 relay.start()
                 stack.push_async_callback(relay.stop)
-            delivery = DeliveryService(publishers, store, on_recorded=relay.wake)
+            delivery = DeliveryService(
+                publishers, store, on_recorded=relay.wake, on_in_flight=relay.track
+            )
+            replies = ReplyReader(settings.kafka, settings.reply)
+            replies.start()  # in the background: request-reply waits for it, emit does not
+            stack.push_async_callback(replies.stop)
+            providers: dict[type, object] = {
+                Settings: settings,
+                VerificationSettings: settings.verification,
+                DeliveryService: delivery,
+                MessageStore: store,
+                RequestReply: RequestReply(delivery, replies, settings.reply.timeout_ms),
+            }
+            events.start(providers)
+            stack.callback(events.stop)
             logger.info(
                 "started: publishers %s; relay %s",
                 ", ".join(f"{p.name}={p.state.value}" for p in publishers.values()),
@@ -61,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     store=store,
                     relay=relay,
                     delivery=delivery,
+                    events=events,
+                    replies=replies,
                 )
             }
             logger.info("stopping")

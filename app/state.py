@@ -6,10 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from app.config import PolicyName, Settings
+from app.events.bus import EventBus
 from app.failures.relay import Relay
 from app.failures.store import MessageStore
 from app.kafka.delivery import DeliveryService
 from app.kafka.publisher import KafkaPublisher
+from app.kafka.replies import ReplyReader
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,3 +21,5 @@ class AppState:
     store: MessageStore
     relay: Relay
     delivery: DeliveryService
+    events: EventBus
+    replies: ReplyReader

@@ -37,6 +37,8 @@ class VerificationEmailRequested:
     redirect_url: str
     event_id: str = field(default_factory=_new_event_id)
     occurred_at: datetime = field(default_factory=_now)
+    # The requester waits for the worker's reply (request-reply) instead of the receipt only.
+    await_reply: bool = False
 
     def to_message(self, topic: str) -> OutgoingMessage:
         """The Kafka record of this event.

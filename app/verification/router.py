@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response, status
 
 from app import exceptions
-from app.dependencies import Settings
+from app.events.dependencies import Events
 from app.kafka import errors
 from app.kafka.delivery import QueuedReceipt
-from app.kafka.dependencies import Delivery
+from app.kafka.receipts import DeliveryReceipt
+from app.kafka.replies import RepliesUnavailable, ReplyTimeout
 from app.verification import service
 from app.verification.schemas import (
     VerificationEmailAccepted,
+    VerificationEmailDelivered,
     VerificationEmailQueued,
     VerificationEmailRequest,
+    WorkerReply,
 )
 
 router = APIRouter(tags=["verification emails"])
@@ -22,31 +27,70 @@ router = APIRouter(tags=["verification emails"])
 @router.post(
     "/verification-emails",
     status_code=status.HTTP_202_ACCEPTED,
-    response_model=VerificationEmailAccepted | VerificationEmailQueued,
+    response_model=VerificationEmailAccepted | VerificationEmailQueued | VerificationEmailDelivered,
     summary="Request a verification email",
     response_description=(
         "Published: the broker's receipt. Or, when the feature's policy uses the outbox: "
         "queued, with the event id to follow at GET /events/{event_id}."
     ),
-    responses=exceptions.responses_for(
-        exceptions.RequestInvalid,
-        exceptions.BodyTooLarge,
-        errors.RecordTooLarge,
-        errors.EncodingError,
-        errors.BrokerUnavailable,
-        errors.PublishRejected,
-    ),
+    responses={
+        200: {
+            "model": VerificationEmailDelivered,
+            "description": "`wait_for=delivery`: the request's receipt and the worker's reply.",
+        },
+        **exceptions.responses_for(
+            exceptions.RequestInvalid,
+            exceptions.BodyTooLarge,
+            errors.RecordTooLarge,
+            errors.EncodingError,
+            errors.BrokerUnavailable,
+            errors.PublishRejected,
+            errors.StoreUnavailable,
+            RepliesUnavailable,
+            ReplyTimeout,
+        ),
+    },
 )
 async def create_verification_email(
-    *, body: VerificationEmailRequest, delivery: Delivery, settings: Settings
-) -> VerificationEmailAccepted | VerificationEmailQueued:
+    *,
+    body: VerificationEmailRequest,
+    events: Events,
+    response: Response,
+    wait_for: Annotated[
+        Literal["delivery"] | None,
+        Query(
+            description="`delivery`: wait (at most `REPLY__TIMEOUT_MS`) for the worker's "
+            "reply and answer 200 with it (request-reply). Omitted: answer 202 as soon as "
+            "Kafka has the event (emit)."
+        ),
+    ] = None,
+) -> VerificationEmailAccepted | VerificationEmailQueued | VerificationEmailDelivered:
     """Publish a verification-email event; 202 carries the broker's offset metadata."""
-    receipt = await service.request_verification_email(
-        delivery=delivery,
-        settings=settings.verification,
+    published = await service.request_verification_email(
+        events=events,
         email=str(body.email),
         redirect_url=str(body.redirect_url),
+        await_reply=wait_for == "delivery",
     )
+    receipt = _receipt_body(published.receipt)
+    if published.reply is None:
+        return receipt
+    response.status_code = status.HTTP_200_OK
+    reply = published.reply
+    return VerificationEmailDelivered(
+        receipt=receipt,
+        reply=WorkerReply(
+            event_id=reply.event_id,
+            status=reply.status,
+            detail=reply.detail,
+            handled_at=reply.handled_at,
+        ),
+    )
+
+
+def _receipt_body(
+    receipt: DeliveryReceipt | QueuedReceipt,
+) -> VerificationEmailAccepted | VerificationEmailQueued:
     if isinstance(receipt, QueuedReceipt):
         return VerificationEmailQueued.model_validate(receipt.model_dump())
     return VerificationEmailAccepted.model_validate(receipt.model_dump())

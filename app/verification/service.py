@@ -1,20 +1,26 @@
-"""What the feature does, independent of HTTP."""
+"""What the feature does, independent of HTTP: raise the domain event, return what it gave."""
 
 from __future__ import annotations
 
-from app.config import VerificationSettings
-from app.kafka.delivery import DeliveryService, QueuedReceipt
-from app.kafka.receipts import DeliveryReceipt
+from app.events import EventBus
 from app.verification.events import VerificationEmailRequested
+from app.verification.listeners import Published, publish_verification_email
 
 
 async def request_verification_email(
-    *, delivery: DeliveryService, settings: VerificationSettings, email: str, redirect_url: str
-) -> DeliveryReceipt | QueuedReceipt:
-    """Deliver a `VerificationEmailRequested` event under the feature's policy.
+    *, events: EventBus, email: str, redirect_url: str, await_reply: bool = False
+) -> Published:
+    """Raise `VerificationEmailRequested`; its publishing listener's outcome is the answer.
+
+    Other listeners of the event run too; their failures are theirs (isolated and logged).
 
     Raises:
-        PublishError: see `DeliveryService.emit`; the event id (and record id) are on it.
+        Whatever the publishing listener raised: PublishError (recorded), RepliesUnavailable,
+        ReplyTimeout.
     """
-    event = VerificationEmailRequested(email=email, redirect_url=redirect_url)
-    return await delivery.emit(event.to_message(settings.topic), policy=settings.policy)
+    event = VerificationEmailRequested(
+        email=email, redirect_url=redirect_url, await_reply=await_reply
+    )
+    dispatched = await events.dispatch(event)
+    result: Published = dispatched.result_of(publish_verification_email)
+    return result

@@ -122,7 +122,7 @@ async def test_openapi_documents_every_route_model_and_error(client: httpx.Async
         "/admin/messages/replay",
     }
     post = spec["paths"]["/verification-emails"]["post"]
-    assert set(post["responses"]) == {"202", "413", "422", "503"}
+    assert set(post["responses"]) == {"200", "202", "413", "422", "503", "504"}
     assert set(spec["paths"]["/admin/messages"]["get"]["responses"]) >= {"200", "401", "403"}
     assert set(spec["paths"]["/events/{event_id}"]["get"]["responses"]) >= {"200", "404"}
     assert post["description"]
@@ -142,3 +142,22 @@ async def test_openapi_documents_every_route_model_and_error(client: httpx.Async
     } <= receipt_fields
     assert schemas["VerificationEmailAccepted"].get("examples")
     assert "503" in spec["paths"]["/health/ready"]["get"]["responses"]
+
+
+async def test_wait_for_delivery_without_kafka_is_refused_before_anything_is_sent(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post(
+        "/verification-emails", params={"wait_for": "delivery"}, json=VALID
+    )
+
+    assert response.status_code == 503
+    assert response.json()["error"] == "replies_unavailable"
+    assert response.headers["Retry-After"] == "5"
+
+
+async def test_wait_for_accepts_only_delivery(client: httpx.AsyncClient) -> None:
+    response = await client.post("/verification-emails", params={"wait_for": "email"}, json=VALID)
+
+    assert response.status_code == 422
+    assert "wait_for" in [problem["loc"][-1] for problem in response.json()["errors"]]

@@ -1,0 +1,309 @@
+"""Request-reply over Kafka: publish a request, wait (bounded) for the consumer's answer.
+
+The wire contract, shared with the worker (and with NestJS's and Spring's request-reply):
+
+- the request carries headers `kafka_replyTopic` (UTF-8 topic name) and `kafka_correlationId`
+  (opaque bytes, unique per request);
+- the reply is published to that topic with the same `kafka_correlationId` header (and as its
+  key), and a JSON value `{"event_id", "status", "detail", "handled_at"}`.
+
+Routing replies to waiters: every API instance reads *every* partition of the reply topic,
+without a consumer group, from the end, and keeps only replies whose correlation id one of its
+own requests is waiting for; the others are dropped. So no instance can take another's reply
+(nothing is consumed away from anyone), a late reply for a request that already timed out is
+dropped safely, and instances need no partition assignment or topic of their own. The cost:
+each instance reads the replies of all (fine for tens of instances; beyond that, a reply
+partition per instance as Spring's ReplyingKafkaTemplate does).
+
+The reader positions itself at the end of every partition *before* it reports ready, so a
+reply cannot arrive before the reader looks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError  # type: ignore[import-untyped]
+from tenacity import AsyncRetrying, retry_if_result, wait_exponential_jitter
+
+from app.config import KafkaSettings, PolicyName, ReplySettings
+from app.kafka import options
+from app.kafka.delivery import DeliveryService, QueuedReceipt
+from app.kafka.messages import OutgoingMessage
+from app.kafka.receipts import DeliveryReceipt
+
+logger = logging.getLogger(__name__)
+
+REPLY_TOPIC_HEADER = "kafka_replyTopic"
+CORRELATION_HEADER = "kafka_correlationId"
+_POLL_MS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The consumer's answer to one request."""
+
+    event_id: str | None
+    status: str
+    detail: str | None
+    handled_at: datetime | None
+    partition: int
+    offset: int
+
+
+class RepliesUnavailable(RuntimeError):
+    """The reply reader is not running (Kafka unreachable since start-up): nothing was sent."""
+
+
+class ReplyTimeout(Exception):
+    """No reply within the deadline; the request itself was published (see `receipt`)."""
+
+    def __init__(self, receipt: DeliveryReceipt | QueuedReceipt, timeout_ms: int) -> None:
+        super().__init__(f"no reply within {timeout_ms} ms")
+        self.receipt = receipt
+        self.timeout_ms = timeout_ms
+
+
+class ReplyReader:
+    """Reads the reply topic and hands each reply to the request waiting for it."""
+
+    def __init__(
+        self, kafka: KafkaSettings, settings: ReplySettings, *, consumer_factory: Any = None
+    ) -> None:
+        self._kafka = kafka
+        self._settings = settings
+        self._consumer_factory = consumer_factory or self._new_consumer
+        self._consumer: Any = None
+        self._waiters: dict[bytes, asyncio.Future[Reply]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.dropped = 0  # replies nobody here was waiting for (others', or late)
+
+    @property
+    def topic(self) -> str:
+        return self._settings.topic
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def _new_consumer(self) -> Any:
+        return AIOKafkaConsumer(
+            **options.client_options(self._kafka),
+            client_id=f"{self._kafka.producer.client_id}-replies",
+            group_id=None,  # no group: every instance reads every reply (see module doc)
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            request_timeout_ms=self._kafka.producer.request_timeout_ms,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background (bounded attempts, backoff); `ready` once positioned."""
+        self._task = asyncio.create_task(self._run(), name="kafka-reply-reader")
+
+    async def stop(self) -> None:
+        """Let the reader finish its current step (a connection attempt or a poll), then close.
+
+        Not cancelled outright: aiokafka leaves a half-made connection open when cancelled
+        while it bootstraps. Bounded all the same.
+        """
+        self._stopping.set()
+        if self._task is not None:
+            limit_s = self._kafka.producer.connect_timeout_ms / 1000 + _POLL_MS / 1000 + 1
+            done, _ = await asyncio.wait({self._task}, timeout=limit_s)
+            if not done:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        for waiter in self._waiters.values():
+            waiter.cancel()
+        self._waiters.clear()
+
+    async def _run(self) -> None:
+        retrying = AsyncRetrying(
+            wait=wait_exponential_jitter(
+                multiplier=0.2, max=self._kafka.producer.reconnect_backoff_max_ms / 1000
+            ),
+            retry=retry_if_result(lambda connected: not connected),
+            stop=lambda _: self._stopping.is_set(),
+            sleep=self._pause,
+            retry_error_callback=lambda _: False,
+        )
+        connected: bool = await retrying(self._connect_once)
+        if not connected:  # stopped before a broker answered
+            return
+        try:
+            while not self._stopping.is_set():
+                batches = await self._consumer.getmany(timeout_ms=_POLL_MS)
+                for records in batches.values():
+                    for record in records:
+                        self._deliver(record)
+        finally:
+            self._ready.clear()
+            await self._close()
+
+    async def _pause(self, seconds: float) -> None:
+        """tenacity's sleep between connection attempts; ends early when stopping."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+
+    async def _connect_once(self) -> bool:
+        consumer = self._consumer_factory()
+        try:
+            async with asyncio.timeout(self._kafka.producer.connect_timeout_ms / 1000):
+                await consumer.start()
+                if self._settings.create_topic:
+                    await self._ensure_topic()
+                partitions = consumer.partitions_for_topic(self.topic)
+                if not partitions:
+                    await consumer._client.force_metadata_update()
+                    partitions = consumer.partitions_for_topic(self.topic)
+                if not partitions:
+                    raise KafkaError(f"reply topic {self.topic} does not exist")
+                assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+                consumer.assign(assigned)
+                await consumer.seek_to_end(*assigned)
+                for tp in assigned:  # resolve the positions now: replies after this are seen
+                    await consumer.position(tp)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            logger.warning("reply reader: cannot start yet (%s)", type(exc).__name__)
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                async with asyncio.timeout(self._kafka.producer.close_timeout_ms / 1000):
+                    await consumer.stop()
+            return False
+        except asyncio.CancelledError:
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                async with asyncio.timeout(self._kafka.producer.close_timeout_ms / 1000):
+                    await consumer.stop()
+            raise
+        self._consumer = consumer
+        self._ready.set()
+        logger.info("reply reader: reading %s (%d partitions)", self.topic, len(assigned))
+        return True
+
+    async def _ensure_topic(self) -> None:
+        admin = AIOKafkaAdminClient(
+            **options.client_options(self._kafka),
+            request_timeout_ms=self._kafka.producer.request_timeout_ms,
+        )
+        try:
+            await admin.start()
+            brokers = len(admin._client.cluster.brokers()) or 1
+            topic = NewTopic(
+                self.topic,
+                num_partitions=self._settings.partitions,
+                replication_factor=min(self._settings.replication_factor, brokers),
+                topic_configs={"retention.ms": str(self._settings.retention_ms)},
+            )
+            with contextlib.suppress(TopicAlreadyExistsError):
+                response = await admin.create_topics([topic])
+                for _, code, *_ in getattr(response, "topic_errors", []):
+                    if code not in (0, TopicAlreadyExistsError.errno):
+                        raise KafkaError(f"cannot create reply topic (error {code})")
+        finally:
+            await admin.close()
+            # close() does nothing when start() failed half-way; its connections stay open
+            await admin._client.close()
+
+    async def _close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                async with asyncio.timeout(self._kafka.producer.close_timeout_ms / 1000):
+                    await consumer.stop()
+
+    def _deliver(self, record: Any) -> None:
+        headers = dict(record.headers or ())
+        correlation = headers.get(CORRELATION_HEADER) or record.key
+        waiter = self._waiters.pop(correlation, None) if correlation else None
+        if waiter is None or waiter.done():
+            self.dropped += 1
+            logger.debug("reply reader: dropped a reply nobody here waits for")
+            return
+        try:
+            body = json.loads(record.value)
+            handled_at = body.get("handled_at")
+            reply = Reply(
+                event_id=body.get("event_id"),
+                status=str(body["status"]),
+                detail=body.get("detail"),
+                handled_at=datetime.fromisoformat(handled_at) if handled_at else None,
+                partition=record.partition,
+                offset=record.offset,
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            waiter.set_exception(ValueError(f"malformed reply: {type(exc).__name__}"))
+            return
+        waiter.set_result(reply)
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    def expect(self, correlation_id: bytes) -> asyncio.Future[Reply]:
+        """Register interest in the reply to `correlation_id` (before publishing the request)."""
+        if not self.ready:
+            raise RepliesUnavailable("the reply topic is not being read (Kafka unreachable)")
+        waiter: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._waiters[correlation_id] = waiter
+        return waiter
+
+    def forget(self, correlation_id: bytes) -> None:
+        waiter = self._waiters.pop(correlation_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.cancel()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+
+class RequestReply:
+    """Publish a request with reply headers, then wait for the reply within the deadline."""
+
+    def __init__(self, delivery: DeliveryService, reader: ReplyReader, timeout_ms: int) -> None:
+        self._delivery = delivery
+        self._reader = reader
+        self._timeout_ms = timeout_ms
+
+    async def send(
+        self, message: OutgoingMessage, *, policy: PolicyName
+    ) -> tuple[DeliveryReceipt | QueuedReceipt, Reply]:
+        """Returns the request's receipt and the reply.
+
+        Raises:
+            RepliesUnavailable: the reply topic is not read; the request was not published.
+            PublishError: the request was not published (recorded, see `DeliveryService`).
+            ReplyTimeout: published, but no reply in time; carries the receipt.
+        """
+        correlation_id = uuid.uuid4().hex.encode()
+        request = replace(
+            message,
+            headers=(
+                *message.headers,
+                (REPLY_TOPIC_HEADER, self._reader.topic.encode()),
+                (CORRELATION_HEADER, correlation_id),
+            ),
+        )
+        waiter = self._reader.expect(correlation_id)
+        try:
+            receipt = await self._delivery.emit(request, policy=policy)
+            try:
+                async with asyncio.timeout(self._timeout_ms / 1000):
+                    reply = await waiter
+            except TimeoutError:
+                raise ReplyTimeout(receipt, self._timeout_ms) from None
+        finally:
+            self._reader.forget(correlation_id)
+        return receipt, reply
