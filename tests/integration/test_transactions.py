@@ -7,6 +7,7 @@ One sign-up publishes `user.registered` and `send.verification.email` in one tra
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,7 @@ def sign_up(
 
 
 def transactional(
-    bootstrap: str, topic: str, transactional_id: str, **overrides: object
+    bootstrap: str, topic: str, transactional_id: str, **overrides: Any
 ) -> KafkaPublisher:
     settings = make_settings(bootstrap, topic, transactional_id=transactional_id, **overrides)
     return KafkaPublisher(settings.kafka, PolicyName.REPLICATED)
