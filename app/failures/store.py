@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -39,15 +38,14 @@ from sqlalchemy import (
     Text,
     and_,
     delete,
-    event,
     func,
     insert,
     select,
     update,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.database import open_engine
 from app.kafka.messages import OutgoingMessage
 from app.kafka.receipts import DeliveryReceipt
 
@@ -191,27 +189,7 @@ class MessageStore:
 
     async def open(self) -> None:
         """Connect, creating the SQLite file's folder and the table on first use."""
-        url = make_url(self._url)
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(self._url, pool_pre_ping=True)
-        if url.get_backend_name() == "sqlite":
-
-            @event.listens_for(engine.sync_engine, "connect")
-            def _pragmas(connection: Any, _: Any) -> None:
-                cursor = connection.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=FULL")
-                cursor.execute("PRAGMA busy_timeout=5000")
-                cursor.close()
-
-        async with engine.begin() as connection:
-            if url.get_backend_name() == "postgresql":
-                # Replicas starting together on an empty database: one creates the table while
-                # the others wait here, then find it (without the lock they fail on start-up).
-                await connection.execute(select(func.pg_advisory_xact_lock(_CREATE_LOCK_KEY)))
-            await connection.run_sync(metadata.create_all)
-        self._engine = engine
+        self._engine = await open_engine(self._url, metadata, lock_key=_CREATE_LOCK_KEY)
 
     async def close(self) -> None:
         if self._engine is not None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -23,14 +21,13 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    event,
-    func,
     insert,
     select,
 )
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.database import open_engine
 
 metadata = MetaData()
 
@@ -80,30 +77,7 @@ class HandledEvents:
 
     async def open(self) -> None:
         """Connect, creating the SQLite file's folder and the table on first use."""
-        url = make_url(self._url)
-        backend = url.get_backend_name()
-        if backend == "sqlite" and url.database not in (None, "", ":memory:"):
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(self._url, pool_pre_ping=True)
-        if backend == "sqlite":
-
-            @event.listens_for(engine.sync_engine, "connect")
-            def _pragmas(connection: Any, _: Any) -> None:
-                cursor = connection.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=FULL")
-                cursor.execute("PRAGMA busy_timeout=5000")
-                cursor.close()
-
-        try:
-            async with engine.begin() as connection:
-                if backend == "postgresql":
-                    await connection.execute(select(func.pg_advisory_xact_lock(_CREATE_LOCK_KEY)))
-                await connection.run_sync(metadata.create_all)
-        except BaseException:
-            await engine.dispose()
-            raise
-        self._engine = engine
+        self._engine = await open_engine(self._url, metadata, lock_key=_CREATE_LOCK_KEY)
 
     async def close(self) -> None:
         if self._engine is not None:

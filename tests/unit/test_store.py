@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from app.failures.store import MessageStore, Origin, Status
 from app.kafka.messages import OutgoingMessage
 from app.kafka.receipts import DeliveryReceipt
+from tests.conftest import repo_root
 
 
 def message(n: int = 0) -> OutgoingMessage:
@@ -144,3 +146,27 @@ async def test_purge_removes_only_the_given_status(store: MessageStore) -> None:
 async def test_unknown_ids_are_none(store: MessageStore) -> None:
     assert await store.get("nope") is None
     assert await store.find_event("nope") is None
+
+
+async def test_several_processes_can_create_the_same_new_database_at_once(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/shared/messages.db"
+    script = (
+        "import asyncio, sys\n"
+        "from app.failures.store import MessageStore\n"
+        "from app.worker.handled import HandledEvents\n"
+        "async def main() -> None:\n"
+        "    for store in (MessageStore(sys.argv[1]), HandledEvents(sys.argv[1])):\n"
+        "        await store.open()\n"
+        "        await store.close()\n"
+        "asyncio.run(main())\n"
+    )
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, url, cwd=repo_root(), stderr=asyncio.subprocess.PIPE
+        )
+        for _ in range(6)
+    ]
+    async with asyncio.timeout(60):
+        outcomes = [(await p.wait(), (await p.stderr.read()).decode()) for p in processes]  # type: ignore[union-attr]
+
+    assert [code for code, _ in outcomes] == [0] * 6, [err for _, err in outcomes if err]
