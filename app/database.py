@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import MetaData, event, func, select
 from sqlalchemy.engine import make_url
@@ -56,3 +56,30 @@ async def open_engine(url: str, metadata: MetaData, *, lock_key: int) -> AsyncEn
         await engine.dispose()
         raise
     return engine
+
+
+class Tables:
+    """Async access to some tables of the database at `url`: `open()` before use (creates
+    them on first use), `close()` after. Subclasses name their `metadata` and `lock_key`."""
+
+    metadata: ClassVar[MetaData]
+    lock_key: ClassVar[int]  # PostgreSQL advisory lock held while creating the tables
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._engine: AsyncEngine | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError(f"{type(self).__name__} is not open")
+        return self._engine
+
+    async def open(self) -> None:
+        """Connect, creating the SQLite file's folder and the tables on first use."""
+        self._engine = await open_engine(self._url, self.metadata, lock_key=self.lock_key)
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None

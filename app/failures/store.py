@@ -43,9 +43,8 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.database import open_engine
+from app.database import Tables
 from app.kafka.messages import OutgoingMessage
 from app.kafka.receipts import DeliveryReceipt
 
@@ -174,27 +173,11 @@ def _row(row: Any) -> StoredMessage:
     )
 
 
-class MessageStore:
+class MessageStore(Tables):
     """Async access to the message store. `open()` before use, `close()` after."""
 
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._engine: AsyncEngine | None = None
-
-    @property
-    def engine(self) -> AsyncEngine:
-        if self._engine is None:
-            raise RuntimeError("the message store is not open")
-        return self._engine
-
-    async def open(self) -> None:
-        """Connect, creating the SQLite file's folder and the table on first use."""
-        self._engine = await open_engine(self._url, metadata, lock_key=_CREATE_LOCK_KEY)
-
-    async def close(self) -> None:
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
+    metadata = metadata
+    lock_key = _CREATE_LOCK_KEY
 
     async def record(
         self,

@@ -25,9 +25,8 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.database import open_engine
+from app.database import Tables
 
 metadata = MetaData()
 
@@ -62,27 +61,11 @@ def _aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class HandledEvents:
+class HandledEvents(Tables):
     """Async access to `handled_events`. `open()` before use, `close()` after."""
 
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._engine: AsyncEngine | None = None
-
-    @property
-    def engine(self) -> AsyncEngine:
-        if self._engine is None:
-            raise RuntimeError("the handled-events store is not open")
-        return self._engine
-
-    async def open(self) -> None:
-        """Connect, creating the SQLite file's folder and the table on first use."""
-        self._engine = await open_engine(self._url, metadata, lock_key=_CREATE_LOCK_KEY)
-
-    async def close(self) -> None:
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
+    metadata = metadata
+    lock_key = _CREATE_LOCK_KEY
 
     async def get(self, event_id: str) -> HandledEvent | None:
         async with self.engine.connect() as connection:
