@@ -255,6 +255,38 @@ async def test_a_request_to_the_api_becomes_one_email_with_the_link(
     assert inbox.recipients_seen == ["ada@example.com"]
 
 
+async def test_request_reply_through_the_api_and_the_worker_answers_once_the_email_is_sent(
+    kafka_broker: KafkaCluster, topics: Topics, inbox: Inbox, smtp_port: int, tmp_path: Path
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = worker_settings(
+        bootstrap, topics, smtp_port, store_url=f"sqlite+aiosqlite:///{tmp_path}/store.db"
+    )
+    settings = settings.model_copy(
+        update={"reply": settings.reply.model_copy(update={"topic": f"{topics.source}.reply"})}
+    )
+
+    async with running_worker(settings), running_api(settings) as api:
+
+        async def replies_ready() -> bool:
+            return bool(api.state.replies.ready)
+
+        await eventually(replies_ready, timeout_s=30)
+        response = await api.client.post(
+            "/verification-emails",
+            params={"wait_for": "delivery"},
+            json={"email": "ada@example.com", "redirect_url": LINK},
+        )
+        emails_when_answered = len(inbox.messages)
+
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["reply"]["status"] == "sent"
+    assert body["reply"]["event_id"] == body["receipt"]["event_id"]
+    assert emails_when_answered == 1  # the answer came after the email went out
+    assert LINK in str(inbox.messages[0].get_body(("plain",)).get_content())  # type: ignore[union-attr]
+
+
 async def test_the_same_event_twice_is_emailed_once_and_the_second_reply_says_duplicate(
     kafka_broker: KafkaCluster, topics: Topics, inbox: Inbox, smtp_port: int, topic_name: str
 ) -> None:
