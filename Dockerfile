@@ -1,4 +1,5 @@
-# The API image: the locked runtime dependencies and app/, run as an unprivileged user.
+# The service image: the locked runtime dependencies and app/, run as an unprivileged user.
+# The API (`python -m app`, the default) and the worker (`python -m app.worker`) share it.
 FROM python:3.11-slim
 
 ENV UV_PYTHON_DOWNLOADS=never \
@@ -10,8 +11,12 @@ ENV UV_PYTHON_DOWNLOADS=never \
 RUN pip install --no-cache-dir uv==0.13.8
 WORKDIR /srv
 COPY pyproject.toml uv.lock ./
-RUN uv sync --locked --no-dev --no-install-project
+# Runtime dependencies only: --no-dev alone would still install the default `bench` group.
+RUN uv sync --locked --no-default-groups --no-install-project
 COPY app ./app
+# The store's default SQLite file (STORE__URL) lives in /srv/data: writable by the app's user,
+# and a mounted volume starts with this ownership.
+RUN mkdir -p /srv/data && chown nobody:nogroup /srv/data
 
 USER nobody
 EXPOSE 8000

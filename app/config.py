@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_ORIGIN = re.compile(r"^https?://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:\d{1,5})?$")
 
 PositiveMs = Annotated[int, Field(gt=0)]
 
@@ -369,6 +370,33 @@ class ApiSettings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     title: str = "Verification email service"
     max_body_bytes: int = Field(default=16384, gt=0)
+    # Comma-separated browser origins allowed to call the API; empty = no CORS headers at all.
+    cors_origins: str = ""
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        origins = [part.strip().rstrip("/").lower() for part in value.split(",") if part.strip()]
+        for origin in origins:
+            if not _ORIGIN.match(origin):
+                raise ValueError(
+                    f"'{origin}' is not an origin: give scheme://host[:port] with http or https, "
+                    "no path and no wildcard (e.g. https://app.example.com)"
+                )
+        return ",".join(origins)
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return self.cors_origins.split(",") if self.cors_origins else []
+
+
+class RateLimitSettings(_Section):
+    """Per-address limit of POST /verification-emails, kept in each worker process's memory."""
+
+    enabled: bool = True
+    per_email: int = Field(default=5, gt=0, le=10000)
+    # Whole seconds: the limiter and the Retry-After header both count in seconds.
+    window_s: int = Field(default=3600, gt=0, le=7 * 86400)
 
 
 class SmtpBackend(StrEnum):
@@ -467,6 +495,7 @@ class Settings(BaseSettings):
     replay: ReplaySettings = ReplaySettings()
     admin: AdminSettings = AdminSettings()
     verification: VerificationSettings = VerificationSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
     reply: ReplySettings = ReplySettings()
     smtp: SmtpSettings = SmtpSettings()
     worker: WorkerSettings = WorkerSettings()

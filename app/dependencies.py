@@ -1,4 +1,4 @@
-"""Application-wide dependencies (settings)."""
+"""Application-wide dependencies (settings, the per-address rate limiter)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.config import Settings as SettingsModel
+from app.ratelimit import EmailRateLimiter
 from app.state import AppState
 
 
@@ -16,3 +17,11 @@ async def get_settings(request: Request) -> SettingsModel:
 
 
 Settings = Annotated[SettingsModel, Depends(get_settings)]
+
+
+async def get_rate_limiter(request: Request) -> EmailRateLimiter | None:
+    state: AppState = request.state.app
+    return state.rate_limiter
+
+
+RateLimiter = Annotated[EmailRateLimiter | None, Depends(get_rate_limiter)]

@@ -6,13 +6,15 @@ trace, an exception's own text from a library, or a broker address.
     status  error               raised by
     413     body_too_large      BodyTooLarge (request body over `API__MAX_BODY_BYTES`)
     413     record_too_large    RecordTooLarge (message over the producer's/broker's limit)
-    422     invalid_request     RequestInvalid (FastAPI's RequestValidationError)
+    422     invalid_request     RequestInvalid (FastAPI's RequestValidationError, or a body it
+                                cannot decode, which FastAPI itself answers 400)
     422     unencodable_event   EncodingError (the event cannot be serialised)
     503     publish_rejected    PublishRejected (non-retriable broker error; recorded)
     503     store_unavailable   StoreUnavailable (outbox could not store it; nothing sent)
     503     broker_unavailable  BrokerUnavailable, DeliveryTimeout (recorded), PublisherStateError
     503     replies_unavailable RepliesUnavailable (wait_for=delivery while the reply topic is not
                                 read; nothing was sent)
+    429     rate_limited        RateLimited (too many requests for one address; Retry-After)
     504     reply_timeout       ReplyTimeout (published, but no reply in time; carries the receipt)
     503     not_ready           readiness probe failing
     404/405 not_found, method_not_allowed   routing
@@ -21,7 +23,9 @@ trace, an exception's own text from a library, or a broker address.
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request, status
@@ -32,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.kafka import errors
 from app.kafka.replies import RepliesUnavailable, ReplyTimeout
+from app.ratelimit import RateLimited
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +68,10 @@ class UnavailableBody(ErrorBody):
         description="not_sent: it never reached a broker. unknown: a broker may still write it "
         "(the deadline passed while it was in flight); consumers deduplicate on event_id."
     )
+
+
+class RateLimitedBody(ErrorBody):
+    retry_after_s: int = Field(description="Seconds until a slot frees (as `Retry-After`).")
 
 
 class ReplyTimeoutBody(ErrorBody):
@@ -197,6 +206,17 @@ _DOCS: dict[type[BaseException], tuple[int, type[BaseModel], str, dict[str, Any]
             "receipt": {"topic": "send.verification.email", "partition": 0, "offset": 42},
         },
     ),
+    RateLimited: (
+        429,
+        RateLimitedBody,
+        "Too many requests for this address within `RATE_LIMIT__WINDOW_S` (counted per server "
+        "process); nothing was sent. Retry after `Retry-After` seconds.",
+        {
+            "error": "rate_limited",
+            "detail": "at most 5 verification emails per address every 3600 s; retry in 1712 s",
+            "retry_after_s": 1712,
+        },
+    ),
     errors.StoreUnavailable: (
         503,
         UnavailableBody,
@@ -227,18 +247,38 @@ _DOCS: dict[type[BaseException], tuple[int, type[BaseModel], str, dict[str, Any]
 }
 
 
+# exception -> response headers it always carries
+_HEADERS: dict[type[BaseException], dict[str, dict[str, Any]]] = {
+    RateLimited: {
+        "Retry-After": {
+            "description": "Seconds until the address may ask again.",
+            "schema": {"type": "integer", "minimum": 1},
+            "example": 1712,
+        }
+    },
+}
+
+
 def responses_for(*exception_types: type[BaseException]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for a route, built from the exceptions it can raise."""
     responses: dict[int | str, dict[str, Any]] = {}
+    models: dict[int, list[type[BaseModel]]] = {}
     for exc_type in exception_types:
         code, model, description, example = _DOCS[exc_type]
         entry = responses.setdefault(
             code, {"model": model, "description": description, "content": {}}
         )
+        if exc_type in _HEADERS:
+            entry.setdefault("headers", {}).update(_HEADERS[exc_type])
+        models.setdefault(code, []).append(model)
         if entry["description"] != description:
             entry["description"] = f"{entry['description']} Or: {description}"
         examples = entry["content"].setdefault("application/json", {}).setdefault("examples", {})
         examples[example["error"]] = {"value": example}
+    for code, bodies in models.items():
+        # Bodies of one status may differ (a 503 with or without `event_id`): document each.
+        distinct = list(dict.fromkeys(bodies))
+        responses[code]["model"] = functools.reduce(operator.or_, distinct)
     return responses
 
 
@@ -294,6 +334,17 @@ async def _replies_unavailable(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _rate_limited(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RateLimited)
+    return error_response(
+        429,
+        "rate_limited",
+        str(exc),
+        headers={"Retry-After": str(exc.retry_after_s)},
+        retry_after_s=exc.retry_after_s,
+    )
+
+
 async def _reply_timeout(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ReplyTimeout)
     logger.warning("event %s: %s", exc.receipt.event_id, exc)
@@ -336,8 +387,39 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http(_: Request, exc: Exception) -> JSONResponse:
+def _allowed_methods(request: Request) -> str | None:
+    """Every documented method of the requested path, for a 405's `Allow` header.
+
+    Routing reports only the methods of the first route matching the path, so a path served by
+    two routes (GET and DELETE /admin/messages) would advertise one of them. As in OpenAPI,
+    concrete paths win over templated ones (/admin/messages/replay over .../{record_id}).
+    """
+    given = request.scope["path"].strip("/").split("/")
+    matches: dict[int, set[str]] = {}  # templated segments -> methods
+    for template, operations in request.app.openapi()["paths"].items():
+        parts = template.strip("/").split("/")
+        if len(parts) == len(given) and all(
+            part.startswith("{") or part == segment
+            for part, segment in zip(parts, given, strict=True)
+        ):
+            templated = sum(part.startswith("{") for part in parts)
+            matches.setdefault(templated, set()).update(m.upper() for m in operations)
+    return ", ".join(sorted(matches[min(matches)])) if matches else None
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # FastAPI's answer to a body it cannot decode (not UTF-8, say): invalid like bad JSON.
+        return error_response(
+            422,
+            "invalid_request",
+            "1 invalid field",
+            errors=[{"loc": ["body"], "msg": "the body is not valid JSON", "type": "json_invalid"}],
+        )
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)) is not None:
+        headers = {**(headers or {}), "Allow": allowed}
     kinds = {
         404: "not_found",
         405: "method_not_allowed",
@@ -345,9 +427,7 @@ async def _http(_: Request, exc: Exception) -> JSONResponse:
         415: "unsupported_media_type",
     }
     kind = kinds.get(exc.status_code, "http_error")
-    return error_response(
-        exc.status_code, kind, str(exc.detail), headers=getattr(exc, "headers", None)
-    )
+    return error_response(exc.status_code, kind, str(exc.detail), headers=headers)
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -364,6 +444,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.PublisherStateError, _publisher_state)
     app.add_exception_handler(RepliesUnavailable, _replies_unavailable)
     app.add_exception_handler(ReplyTimeout, _reply_timeout)
+    app.add_exception_handler(RateLimited, _rate_limited)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)

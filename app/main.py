@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
-from app import exceptions
+from app import docs, exceptions
 from app.config import PolicyName, Settings, VerificationSettings, load_settings
 from app.events import EventBus
 from app.failures.relay import Relay
@@ -24,6 +25,7 @@ from app.kafka.delivery import DeliveryService
 from app.kafka.publisher import KafkaPublisher
 from app.kafka.replies import ReplyReader, RequestReply
 from app.middleware import BodySizeLimit
+from app.ratelimit import EmailRateLimiter
 from app.state import AppState
 from app.verification import listeners as verification_listeners
 from app.verification.router import router as verification_router
@@ -91,6 +93,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     delivery=delivery,
                     events=events,
                     replies=replies,
+                    rate_limiter=(
+                        EmailRateLimiter(settings.rate_limit)
+                        if settings.rate_limit.enabled
+                        else None
+                    ),
                 )
             }
             logger.info("stopping")
@@ -103,9 +110,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "broker's receipt. Every error is JSON `{error, detail}`."
         ),
         lifespan=lifespan,
+        docs_url=None,  # served by app.docs, without a CDN
+        redoc_url=None,
     )
+    docs.install_docs(app)
     exceptions.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
+    if settings.api.cors_origin_list:  # outermost, so that 413s carry CORS headers too
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api.cors_origin_list,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type"],
+            allow_credentials=False,
+            expose_headers=["Retry-After"],
+        )
     app.include_router(verification_router)
     app.include_router(events_router)
     app.include_router(health_router)

@@ -12,6 +12,7 @@ from app.failures.store import MessageStore
 from app.kafka.delivery import DeliveryService
 from app.kafka.publisher import KafkaPublisher
 from app.kafka.replies import ReplyReader
+from app.ratelimit import EmailRateLimiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,3 +24,5 @@ class AppState:
     delivery: DeliveryService
     events: EventBus
     replies: ReplyReader
+    # None when RATE_LIMIT__ENABLED=false
+    rate_limiter: EmailRateLimiter | None = None

@@ -28,6 +28,7 @@ from app.config import (
     PolicyName,
     PolicySettings,
     ProducerSettings,
+    RateLimitSettings,
     ReplaySettings,
     Settings,
     StoreSettings,
@@ -154,6 +155,8 @@ def make_settings(
         replay=ReplaySettings.model_validate(replay or {}),
         admin=AdminSettings.model_validate({"token": admin_token}),
         verification=VerificationSettings(topic=topic, policy=policy),
+        # Tests send many requests for one address; tests/unit/test_rate_limit.py turns it on.
+        rate_limit=RateLimitSettings(enabled=False),
     )
 
 

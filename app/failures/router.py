@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 
-from app.exceptions import ApiError, error_responses
+from app.exceptions import (
+    ApiError,
+    BodyTooLarge,
+    RequestInvalid,
+    error_responses,
+    responses_for,
+)
 from app.failures.schemas import CountBody, EventStatus, ReplayRequest, StoredRecord
 from app.failures.store import MessageStore, Status, StoredMessage
 from app.state import AppState
@@ -28,7 +34,7 @@ Store = Annotated[MessageStore, Depends(get_store)]
     "/events/{event_id}",
     response_model=EventStatus,
     summary="Status of a stored event",
-    responses=error_responses(404),
+    responses={**error_responses(404), **responses_for(RequestInvalid)},
 )
 async def get_event(*, event_id: str, store: Store) -> EventStatus:
     """Status of an event that went through the store (outbox, or a recorded failure)."""
@@ -74,7 +80,7 @@ def _record(record: StoredMessage) -> StoredRecord:
     response_model=list[StoredRecord],
     dependencies=[Admin],
     summary="List stored messages",
-    responses=error_responses(401, 403),
+    responses={**error_responses(401, 403), **responses_for(RequestInvalid)},
 )
 async def list_messages(
     *, store: Store, status: Status | None = None, limit: int = 100, after_seq: int = 0
@@ -89,7 +95,7 @@ async def list_messages(
     response_model=StoredRecord,
     dependencies=[Admin],
     summary="Show one stored message",
-    responses=error_responses(401, 403, 404),
+    responses={**error_responses(401, 403, 404), **responses_for(RequestInvalid)},
 )
 async def show_message(*, record_id: str, store: Store) -> StoredRecord:
     """One stored message, with its last error."""
@@ -104,7 +110,7 @@ async def show_message(*, record_id: str, store: Store) -> StoredRecord:
     response_model=CountBody,
     dependencies=[Admin],
     summary="Replay abandoned messages",
-    responses=error_responses(401, 403, 422),
+    responses={**error_responses(401, 403, 422), **responses_for(BodyTooLarge)},
 )
 async def replay_messages(*, body: ReplayRequest, request: Request) -> CountBody:
     """Make abandoned messages (the given ids, or all) pending again; the relay sends them."""
@@ -121,10 +127,15 @@ async def replay_messages(*, body: ReplayRequest, request: Request) -> CountBody
     response_model=CountBody,
     dependencies=[Admin],
     summary="Purge stored messages",
-    responses=error_responses(401, 403),
+    responses={**error_responses(401, 403), **responses_for(RequestInvalid)},
 )
-async def purge_messages(*, store: Store, status: Status = Status.DELIVERED) -> CountBody:
+async def purge_messages(
+    *,
+    store: Store,
+    status: Annotated[
+        Literal[Status.DELIVERED, Status.ABANDONED],
+        Query(description="Pending messages are never purged: replay them."),
+    ] = Status.DELIVERED,
+) -> CountBody:
     """Delete stored messages of a status (delivered by default)."""
-    if status is Status.PENDING:
-        raise ApiError(422, "invalid_request", "pending messages are not purged: replay them")
     return CountBody(count=await store.purge(status=status))

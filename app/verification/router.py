@@ -6,7 +6,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
 
-from app import exceptions
+from app import exceptions, ratelimit
+from app.dependencies import RateLimiter
 from app.events.dependencies import Events
 from app.kafka import errors
 from app.kafka.delivery import QueuedReceipt
@@ -43,6 +44,7 @@ router = APIRouter(tags=["verification emails"])
             exceptions.BodyTooLarge,
             errors.RecordTooLarge,
             errors.EncodingError,
+            ratelimit.RateLimited,
             errors.BrokerUnavailable,
             errors.PublishRejected,
             errors.StoreUnavailable,
@@ -55,6 +57,7 @@ async def create_verification_email(
     *,
     body: VerificationEmailRequest,
     events: Events,
+    rate_limiter: RateLimiter,
     response: Response,
     wait_for: Annotated[
         Literal["delivery"] | None,
@@ -66,6 +69,8 @@ async def create_verification_email(
     ] = None,
 ) -> VerificationEmailAccepted | VerificationEmailQueued | VerificationEmailDelivered:
     """Publish a verification-email event; 202 carries the broker's offset metadata."""
+    if rate_limiter is not None:  # before anything is published: a refusal sends nothing
+        rate_limiter.acquire(str(body.email))
     published = await service.request_verification_email(
         events=events,
         email=str(body.email),

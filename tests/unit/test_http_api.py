@@ -122,7 +122,7 @@ async def test_openapi_documents_every_route_model_and_error(client: httpx.Async
         "/admin/messages/replay",
     }
     post = spec["paths"]["/verification-emails"]["post"]
-    assert set(post["responses"]) == {"200", "202", "413", "422", "503", "504"}
+    assert set(post["responses"]) == {"200", "202", "413", "422", "429", "503", "504"}
     assert set(spec["paths"]["/admin/messages"]["get"]["responses"]) >= {"200", "401", "403"}
     assert set(spec["paths"]["/events/{event_id}"]["get"]["responses"]) >= {"200", "404"}
     assert post["description"]
@@ -161,3 +161,27 @@ async def test_wait_for_accepts_only_delivery(client: httpx.AsyncClient) -> None
 
     assert response.status_code == 422
     assert "wait_for" in [problem["loc"][-1] for problem in response.json()["errors"]]
+
+
+async def test_a_body_that_is_not_utf8_gets_422(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/verification-emails",
+        content=b"8\x1d\xff\xd6\xb8",
+        headers={"content-type": "application/json"},
+    )
+
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [("/admin/messages", "DELETE, GET"), ("/admin/messages/replay", "POST")],
+)
+async def test_405_lists_every_method_of_the_path(
+    client: httpx.AsyncClient, path: str, allowed: str
+) -> None:
+    response = await client.request("PATCH", path)
+
+    assert response.status_code == 405
+    assert response.headers["Allow"] == allowed

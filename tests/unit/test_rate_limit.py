@@ -1,0 +1,142 @@
+"""Per-address rate limit of POST /verification-emails (no broker: a closed port).
+
+Without a broker every accepted request ends in 503 (recorded for replay), which still counts:
+its message would reach the inbox once Kafka is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from app.config import RateLimitSettings, Settings
+from app.ratelimit import EmailRateLimiter, RateLimited, normalise_address
+from tests.conftest import RunningApp, closed_port, make_settings, running_app
+
+VALID = {"email": "ada@example.com", "redirect_url": "https://app.example.com/verify"}
+
+
+def _settings(**rate_limit: object) -> Settings:
+    settings = make_settings(
+        f"127.0.0.1:{closed_port()}", "t-rate", delivery_timeout_ms=300, connect_timeout_ms=200
+    )
+    return settings.model_copy(
+        update={"rate_limit": RateLimitSettings.model_validate({"per_email": 2, **rate_limit})}
+    )
+
+
+@pytest.fixture
+async def app() -> AsyncIterator[RunningApp]:
+    async with running_app(_settings()) as running:
+        yield running
+
+
+async def _post(client: httpx.AsyncClient, email: str) -> httpx.Response:
+    return await client.post("/verification-emails", json={**VALID, "email": email})
+
+
+async def _recorded_events(app: RunningApp) -> list[str]:
+    """Event ids in the store (the relay updates their attempts meanwhile)."""
+    return [r.event_id for r in await app.state.store.list(status=None, limit=100, after_seq=0)]
+
+
+@pytest.mark.parametrize(
+    ("given", "key"),
+    [
+        ("ada@example.com", "ada@example.com"),
+        ("Ada@Example.COM", "ada@example.com"),
+        ("ada+newsletter@example.com", "ada@example.com"),
+        ("+only@example.com", "+only@example.com"),
+        ("ada@bücher.example", "ada@xn--bcher-kva.example"),
+        ("ada@xn--bcher-kva.example", "ada@xn--bcher-kva.example"),
+    ],
+)
+def test_addresses_are_counted_per_inbox(given: str, key: str) -> None:
+    assert normalise_address(given) == key
+
+
+async def test_a_slot_frees_a_window_after_it_was_taken() -> None:
+    limiter = EmailRateLimiter(RateLimitSettings(per_email=2, window_s=1))
+    limiter.acquire("ada@example.com")
+    limiter.acquire("ADA@example.com")
+
+    with pytest.raises(RateLimited) as refused:
+        limiter.acquire("ada@example.com")
+    limiter.acquire("grace@example.com")  # other addresses are not affected
+
+    assert refused.value.retry_after_s == 1
+
+    async def allowed() -> bool:
+        try:
+            limiter.acquire("ada@example.com")
+        except RateLimited:
+            return False
+        return True
+
+    async with asyncio.timeout(3):
+        while not await allowed():  # noqa: ASYNC110 - the window passes with the clock
+            await asyncio.sleep(0.05)
+
+
+async def test_over_the_limit_gets_429_and_nothing_is_published(app: RunningApp) -> None:
+    first = await _post(app.client, "ada@example.com")
+    second = await _post(app.client, "Ada+again@EXAMPLE.com")  # the same inbox
+    recorded = await _recorded_events(app)
+
+    third = await _post(app.client, "ADA@example.com")
+
+    assert (first.status_code, second.status_code) == (503, 503)  # no broker; both count
+    assert third.status_code == 429
+    body = third.json()
+    assert body["error"] == "rate_limited"
+    assert "at most 2" in body["detail"]
+    retry_after = int(third.headers["Retry-After"])
+    assert 1 <= retry_after <= 3600
+    assert body["retry_after_s"] == retry_after
+    # nothing new recorded: the refused request was neither published nor stored
+    assert await _recorded_events(app) == recorded
+    assert len(recorded) == 2
+    assert (await _post(app.client, "grace@example.com")).status_code == 503
+
+
+async def test_invalid_requests_do_not_count(app: RunningApp) -> None:
+    for _ in range(3):
+        invalid = await app.client.post(
+            "/verification-emails", json={**VALID, "redirect_url": "ftp://x.example/"}
+        )
+        assert invalid.status_code == 422
+
+    assert (await _post(app.client, "ada@example.com")).status_code == 503
+
+
+async def test_a_refused_reply_wait_counts_too(app: RunningApp) -> None:
+    statuses = [
+        (
+            await app.client.post(
+                "/verification-emails", params={"wait_for": "delivery"}, json=VALID
+            )
+        ).status_code
+        for _ in range(3)
+    ]
+
+    assert statuses == [503, 503, 429]
+
+
+async def test_the_limit_can_be_turned_off() -> None:
+    async with running_app(_settings(enabled=False, per_email=1)) as running:
+        statuses = [(await _post(running.client, "ada@example.com")).status_code for _ in range(3)]
+
+    assert statuses == [503, 503, 503]
+
+
+async def test_openapi_documents_the_429_with_retry_after(app: RunningApp) -> None:
+    spec = (await app.client.get("/openapi.json")).json()
+
+    refused = spec["paths"]["/verification-emails"]["post"]["responses"]["429"]
+    example = refused["content"]["application/json"]["examples"]["rate_limited"]["value"]
+    assert example["error"] == "rate_limited"
+    assert set(example) == {"error", "detail", "retry_after_s"}
+    assert refused["headers"]["Retry-After"]["schema"]["type"] == "integer"
