@@ -117,6 +117,7 @@ class KafkaPublisher:
         self._transaction_lock = asyncio.Lock()
         self._awaiting_ack = 0
         self._closing: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         # key -> the future that ends the latest publish of that key (ordered_per_key)
         self._key_tails: dict[bytes, asyncio.Future[None]] = {}
 
@@ -163,10 +164,16 @@ class KafkaPublisher:
             return
         previous, self._state = self._state, PublisherState.STOPPING
         self._ready.set()  # wake waiters so they see STOPPING instead of waiting out the deadline
+        self._stopping.set()
         if self._reconnect_task is not None:
-            self._reconnect_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reconnect_task
+            # Let a connection attempt finish rather than cancel it: aiokafka leaves a socket
+            # open when cancelled while bootstrapping. Bounded by the attempt's own timeout.
+            limit_s = (self._transport.connect_timeout_ms + self._transport.close_timeout_ms) / 1000
+            done, _ = await asyncio.wait({self._reconnect_task}, timeout=limit_s + 1)
+            if not done:
+                self._reconnect_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._reconnect_task
         if self._closing is not None:  # a fenced producer being closed (bounded)
             await asyncio.wait({self._closing}, timeout=3 * self._transport.close_timeout_ms / 1000)
         producer, self._producer = self._producer, None
@@ -177,6 +184,8 @@ class KafkaPublisher:
             logger.info("publisher %s stopped", self.name)
 
     async def _connect_once(self) -> bool:
+        if self._stopping.is_set():
+            return True  # nothing more to connect: the publisher is stopping
         producer = self._factory()
         try:
             async with asyncio.timeout(self._transport.connect_timeout_ms / 1000):
@@ -212,8 +221,17 @@ class KafkaPublisher:
                 multiplier=0.2, max=self._transport.reconnect_backoff_max_ms / 1000
             ),
             retry=retry_if_result(lambda connected: not connected),
+            stop=lambda _: self._stopping.is_set(),
+            sleep=self._pause,
+            retry_error_callback=lambda _: False,
         )
         await retrying(self._connect_once)
+
+    async def _pause(self, seconds: float) -> None:
+        """tenacity's sleep between connection attempts; ends early when stopping."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     def _fence(self, producer: Any) -> None:
         """A newer producer owns our transactional id: stop for good (a zombie must not come
