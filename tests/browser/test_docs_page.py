@@ -7,11 +7,8 @@ host but the loopback is aborted and recorded, so a page that needs a CDN fails 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import shutil
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -31,8 +28,9 @@ from playwright.async_api import (
 )
 
 from devtools.kafka import KafkaCluster
-from tests.conftest import closed_port, eventually, repo_root
+from tests.conftest import closed_port, repo_root
 from tests.kafka_reader import read_at
+from tests.processes import app_process
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 
@@ -48,46 +46,6 @@ def chromium_path() -> str:
     if found is None:
         pytest.fail("Chromium is missing: `make system-deps` installs Debian's package")
     return found
-
-
-@asynccontextmanager
-async def app_process(env: dict[str, str], workdir: Path) -> AsyncIterator[str]:
-    """`python -m app` on a free loopback port until the block ends; yields its base URL."""
-    port = closed_port()
-    base_url = f"http://127.0.0.1:{port}"
-    with (workdir / "app.log").open("ab") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "app",
-            cwd=workdir,
-            env={**os.environ, "PYTHONPATH": str(repo_root()), "API__PORT": str(port), **env},
-            stdout=log,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    try:
-        async with httpx.AsyncClient(base_url=base_url) as client:
-
-            async def live() -> bool:
-                if process.returncode is not None:
-                    raise AssertionError(f"the app exited with {process.returncode}")
-                try:
-                    return (await client.get("/health/live")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await eventually(live, timeout_s=60, interval_s=0.1)
-        yield base_url
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                async with asyncio.timeout(30):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-        async with asyncio.timeout(30):
-            await process.wait()
 
 
 @dataclass
@@ -152,8 +110,9 @@ async def api(kafka_broker: KafkaCluster, topic: str, tmp_path: Path) -> AsyncIt
         "VERIFICATION__TOPIC": topic,
         "REPLY__TOPIC": f"{topic}.reply",
     }
-    async with app_process(env, tmp_path) as base_url:
-        yield base_url
+    port = closed_port()
+    async with app_process(env, tmp_path, port):
+        yield f"http://127.0.0.1:{port}"
 
 
 async def operations_in_schema(base_url: str) -> set[str]:

@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -19,43 +15,11 @@ import pytest
 
 from app.failures.store import MessageStore, Status
 from devtools.kafka import KafkaCluster
-from tests.conftest import closed_port, eventually, repo_root
+from tests.conftest import closed_port, eventually
 from tests.kafka_reader import read_all
+from tests.processes import app_process
 
 pytestmark = pytest.mark.kafka
-
-
-@asynccontextmanager
-async def app_process(
-    env: dict[str, str], workdir: Path, port: int
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`python -m app` on `port`, started, then waited for on exit (killed if still running)."""
-    with (workdir / f"app-{port}.log").open("ab") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "app",
-            cwd=workdir,
-            env={**os.environ, "PYTHONPATH": str(repo_root()), "API__PORT": str(port), **env},
-            stdout=log,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-
-            async def live() -> bool:
-                try:
-                    return (await client.get("/health/live")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await eventually(live, timeout_s=30, interval_s=0.1)
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-        async with asyncio.timeout(30):
-            await process.wait()
 
 
 async def test_an_outbox_app_killed_before_publishing_loses_nothing(
