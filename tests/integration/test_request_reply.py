@@ -62,13 +62,13 @@ async def responder(
                 "handled_at": datetime.now(UTC).isoformat(),
             }
             correlation = headers["kafka_correlationId"]
+            answered.append(event_id)  # before replying: the requester may finish at once
             await producer.send_and_wait(
                 headers["kafka_replyTopic"].decode(),
                 json.dumps(reply).encode(),
                 key=correlation,
                 headers=[("kafka_correlationId", correlation), ("event_id", event_id.encode())],
             )
-            answered.append(event_id)
 
     ready = asyncio.Event()
     task = asyncio.create_task(answer())
