@@ -19,6 +19,7 @@ from typing import Annotated, Literal, Self
 
 from aiokafka import codec  # type: ignore[import-untyped]
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -34,6 +35,15 @@ _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _ORIGIN = re.compile(r"^https?://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:\d{1,5})?$")
 
 PositiveMs = Annotated[int, Field(gt=0)]
+
+
+def _topic_name(value: str) -> str:
+    if not _TOPIC.match(value) or value in {".", ".."}:
+        raise ValueError("a Kafka topic name is 1-249 of A-Z a-z 0-9 . _ -")
+    return value
+
+
+TopicName = Annotated[str, AfterValidator(_topic_name)]
 
 
 class Acks(StrEnum):
@@ -293,21 +303,14 @@ class KafkaSettings(_Section):
 
 
 class VerificationSettings(_Section):
-    topic: str = "send.verification.email"
+    topic: TopicName = "send.verification.email"
     policy: PolicyName = PolicyName.REPLICATED
-
-    @field_validator("topic")
-    @classmethod
-    def _topic(cls, value: str) -> str:
-        if not _TOPIC.match(value) or value in {".", ".."}:
-            raise ValueError("a Kafka topic name is 1-249 of A-Z a-z 0-9 . _ -")
-        return value
 
 
 class ReplySettings(_Section):
     """Request-reply: where workers answer, and how long a request waits for the answer."""
 
-    topic: str = "send.verification.email.reply"
+    topic: TopicName = "send.verification.email.reply"
     timeout_ms: PositiveMs = 10000
     # Create the reply topic at start-up if it is missing (clusters often refuse auto-creation).
     create_topic: bool = True
@@ -316,13 +319,6 @@ class ReplySettings(_Section):
     replication_factor: int = Field(default=3, ge=1, le=32)
     # Replies are only useful for seconds; the topic keeps them for this long.
     retention_ms: PositiveMs = 3_600_000
-
-    @field_validator("topic")
-    @classmethod
-    def _topic(cls, value: str) -> str:
-        if not _TOPIC.match(value) or value in {".", ".."}:
-            raise ValueError("a Kafka topic name is 1-249 of A-Z a-z 0-9 . _ -")
-        return value
 
 
 class StoreSettings(_Section):
@@ -446,7 +442,7 @@ class WorkerSettings(_Section):
 
     group_id: str = Field(default="verification-email-worker", min_length=1)
     client_id: str = Field(default="verification-email-worker", min_length=1)
-    dead_letter_topic: str = "send.verification.email.dlq"
+    dead_letter_topic: TopicName = "send.verification.email.dlq"
     max_attempts: int = Field(default=5, gt=0, le=100)
     backoff_initial_ms: PositiveMs = 500
     backoff_max_ms: PositiveMs = 10000
@@ -456,13 +452,6 @@ class WorkerSettings(_Section):
     shutdown_timeout_ms: PositiveMs = 30000
     max_poll_interval_ms: PositiveMs = 300000
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-
-    @field_validator("dead_letter_topic")
-    @classmethod
-    def _topic(cls, value: str) -> str:
-        if not _TOPIC.match(value) or value in {".", ".."}:
-            raise ValueError("a Kafka topic name is 1-249 of A-Z a-z 0-9 . _ -")
-        return value
 
     @model_validator(mode="after")
     def _backoff(self) -> Self:
