@@ -59,16 +59,14 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
-    retry_if_result,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
 from app.config import KafkaSettings, PolicyName
 from app.kafka import errors, options
 from app.kafka.messages import OutgoingMessage
 from app.kafka.receipts import DeliveryReceipt, TimestampType
-from app.kafka.retry import KafkajsWait
+from app.kafka.retry import KafkajsWait, connect_until_stopped
 
 logger = logging.getLogger(__name__)
 
@@ -216,22 +214,9 @@ class KafkaPublisher:
 
     async def _reconnect(self) -> None:
         # Bounded per attempt (connect_timeout_ms); runs only while the app runs and stops with it.
-        retrying = AsyncRetrying(
-            wait=wait_exponential_jitter(
-                multiplier=0.2, max=self._transport.reconnect_backoff_max_ms / 1000
-            ),
-            retry=retry_if_result(lambda connected: not connected),
-            stop=lambda _: self._stopping.is_set(),
-            sleep=self._pause,
-            retry_error_callback=lambda _: False,
+        await connect_until_stopped(
+            self._connect_once, self._stopping, self._transport.reconnect_backoff_max_ms
         )
-        await retrying(self._connect_once)
-
-    async def _pause(self, seconds: float) -> None:
-        """tenacity's sleep between connection attempts; ends early when stopping."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._stopping.wait()
 
     def _fence(self, producer: Any) -> None:
         """A newer producer owns our transactional id: stop for good (a zombie must not come

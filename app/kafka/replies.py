@@ -33,13 +33,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError  # type: ignore[import-untyped]
-from tenacity import AsyncRetrying, retry_if_result, wait_exponential_jitter
 
 from app.config import KafkaSettings, PolicyName, ReplySettings
 from app.kafka import options
 from app.kafka.delivery import DeliveryService, QueuedReceipt
 from app.kafka.messages import OutgoingMessage
 from app.kafka.receipts import DeliveryReceipt
+from app.kafka.retry import connect_until_stopped
 
 logger = logging.getLogger(__name__)
 
@@ -132,16 +132,9 @@ class ReplyReader:
         self._waiters.clear()
 
     async def _run(self) -> None:
-        retrying = AsyncRetrying(
-            wait=wait_exponential_jitter(
-                multiplier=0.2, max=self._kafka.producer.reconnect_backoff_max_ms / 1000
-            ),
-            retry=retry_if_result(lambda connected: not connected),
-            stop=lambda _: self._stopping.is_set(),
-            sleep=self._pause,
-            retry_error_callback=lambda _: False,
+        connected = await connect_until_stopped(
+            self._connect_once, self._stopping, self._kafka.producer.reconnect_backoff_max_ms
         )
-        connected: bool = await retrying(self._connect_once)
         if not connected:  # stopped before a broker answered
             return
         try:
@@ -153,12 +146,6 @@ class ReplyReader:
         finally:
             self._ready.clear()
             await self._close()
-
-    async def _pause(self, seconds: float) -> None:
-        """tenacity's sleep between connection attempts; ends early when stopping."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._stopping.wait()
 
     async def _connect_once(self) -> bool:
         consumer = self._consumer_factory()

@@ -16,10 +16,13 @@ tenacity's exponential waits have no "randomise the previous wait, then grow" fo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import random
+from collections.abc import Awaitable, Callable
 
-from tenacity import RetryCallState
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_exponential_jitter
 from tenacity.wait import wait_base
 
 from app.config import RetrySettings
@@ -47,3 +50,30 @@ class KafkajsWait(wait_base):
         # tenacity keeps the previous wait in upcoming_sleep until this call replaces it.
         previous = retry_state.upcoming_sleep * 1000 if retry_state.attempt_number > 1 else None
         return self.next_ms(previous) / 1000
+
+
+async def connect_until_stopped(
+    connect: Callable[[], Awaitable[bool]], stopping: asyncio.Event, backoff_max_ms: int
+) -> bool:
+    """Call `connect` (each call bounded by its own timeout) until it returns True or
+    `stopping` is set; between calls wait exponentially longer with jitter, capped at
+    `backoff_max_ms`, and stop waiting at once when `stopping` is set.
+
+    Returns:
+        Whether `connect` succeeded (False: stopped first).
+    """
+
+    async def pause(seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await stopping.wait()
+
+    retrying = AsyncRetrying(
+        wait=wait_exponential_jitter(multiplier=0.2, max=backoff_max_ms / 1000),
+        retry=retry_if_result(lambda connected: not connected),
+        stop=lambda _: stopping.is_set(),
+        sleep=pause,
+        retry_error_callback=lambda _: False,
+    )
+    connected: bool = await retrying(connect)
+    return connected
