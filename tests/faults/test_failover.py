@@ -232,22 +232,17 @@ async def test_with_the_whole_cluster_down_at_start_up_requests_are_kept_then_de
         async with running_app(direct) as first, running_app(outbox) as second:
             ready_before = (await _ready(first.client), await _ready(second.client))
             refused, queued = await asyncio.gather(
-                Load(
-                    first.client,
-                    requests=requests,
-                    concurrency=requests,
-                    run_id=uuid.uuid4().hex[:8],
-                    deadline_s=20,
-                    request_timeout_s=15,
-                ).run(),
-                Load(
-                    second.client,
-                    requests=requests,
-                    concurrency=requests,
-                    run_id=uuid.uuid4().hex[:8],
-                    deadline_s=20,
-                    request_timeout_s=15,
-                ).run(),
+                *(
+                    Load(
+                        app.client,
+                        requests=requests,
+                        concurrency=requests,
+                        run_id=uuid.uuid4().hex[:8],
+                        deadline_s=20,
+                        request_timeout_s=15,
+                    ).run()
+                    for app in (first, second)
+                )
             )
             pending = [
                 (await app.client.get(f"/events/{a.event_id}")).json()["status"]
