@@ -40,7 +40,8 @@ async def wait_isr(cluster: KafkaCluster, topic: str, size: int, timeout_s: floa
 
     async def isr_is_full() -> bool:
         layout = await partition_layout(servers, topic)
-        return all(len(p["isr"]) == size for p in layout.values())
+        # a topic just created may not be described yet: no partitions is not a full ISR
+        return bool(layout) and all(len(p["isr"]) == size for p in layout.values())
 
     await eventually(isr_is_full, timeout_s=timeout_s, interval_s=0.2)
 
