@@ -16,14 +16,17 @@ async def partition_layout(bootstrap: str, topic: str) -> dict[int, dict[str, An
     """Leader, replicas and ISR of each partition of `topic`.
 
     Retried (bounded) while the admin client picks a broker that was just killed and is not
-    yet fenced out of the metadata.
+    yet fenced out of the metadata, or one that does not know a topic just created.
     """
     for attempt in range(20):
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
         try:
             await admin.start()
             (description,) = await admin.describe_topics([topic])
-            return {p["partition"]: p for p in description["partitions"]}
+            if description["partitions"]:  # a broker may not know a topic just created yet
+                return {p["partition"]: p for p in description["partitions"]}
+            if attempt == 19:
+                raise AssertionError(f"topic {topic} has no partitions in the metadata")
         except (KafkaError, OSError):
             if attempt == 19:
                 raise
@@ -40,8 +43,7 @@ async def wait_isr(cluster: KafkaCluster, topic: str, size: int, timeout_s: floa
 
     async def isr_is_full() -> bool:
         layout = await partition_layout(servers, topic)
-        # a topic just created may not be described yet: no partitions is not a full ISR
-        return bool(layout) and all(len(p["isr"]) == size for p in layout.values())
+        return all(len(p["isr"]) == size for p in layout.values())
 
     await eventually(isr_is_full, timeout_s=timeout_s, interval_s=0.2)
 
