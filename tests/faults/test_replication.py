@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 
 from devtools.kafka import KafkaCluster
 from tests.conftest import create_topic, make_settings, running_app
+from tests.faults.cluster_helpers import partition_layout
 from tests.kafka_reader import read_at
 
 pytestmark = [pytest.mark.kafka, pytest.mark.cluster]
 
 BODY = {"email": "ada@example.com", "redirect_url": "https://app.example.com/verify"}
-
-
-async def _partition_layout(bootstrap: str, topic: str) -> dict[int, dict[str, Any]]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    await admin.start()
-    try:
-        (description,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    return {p["partition"]: p for p in description["partitions"]}
 
 
 async def test_acks_all_is_acknowledged_by_the_in_sync_replicas(
@@ -38,7 +27,7 @@ async def test_acks_all_is_acknowledged_by_the_in_sync_replicas(
 
     assert response.status_code == 202
     receipt = response.json()
-    layout = await _partition_layout(bootstrap, topic)
+    layout = await partition_layout(bootstrap, topic)
     assert sorted(layout[0]["isr"]) == [1, 2, 3]
     record = await read_at(bootstrap, topic, receipt["partition"], receipt["offset"])
     assert json.loads(record.value)["event_id"] == receipt["event_id"]
@@ -49,7 +38,7 @@ async def test_with_one_follower_down_acks_all_still_succeeds(
 ) -> None:
     bootstrap = kafka_cluster.bootstrap_servers
     topic = await create_topic(bootstrap, topic_name, partitions=1, replication_factor=3)
-    layout = await _partition_layout(bootstrap, topic)
+    layout = await partition_layout(bootstrap, topic)
     follower = next(n for n in layout[0]["replicas"] if n != layout[0]["leader"])
     # the app connects through the brokers that stay up
     survivors = ",".join(
@@ -65,7 +54,7 @@ async def test_with_one_follower_down_acks_all_still_succeeds(
             responses = [
                 await running.client.post("/verification-emails", json=BODY) for _ in range(5)
             ]
-        layout = await _partition_layout(survivors, topic)
+        layout = await partition_layout(survivors, topic)
     finally:
         await asyncio.to_thread(kafka_cluster.start_node, follower)
 
