@@ -395,6 +395,16 @@ class RateLimitSettings(_Section):
     window_s: int = Field(default=3600, gt=0, le=7 * 86400)
 
 
+class MetricsSettings(_Section):
+    """Prometheus metrics: `GET /metrics` on the API, and a metrics port on the worker."""
+
+    # Serve GET /metrics and count HTTP requests; off: neither (the counters still run).
+    enabled: bool = True
+    # The worker has no HTTP server of its own: it serves /metrics here. Port 0: none.
+    worker_host: str = Field(default="127.0.0.1", min_length=1)
+    worker_port: int = Field(default=9102, ge=0, lt=65536)
+
+
 class SmtpBackend(StrEnum):
     """How the worker delivers emails: a real SMTP server, or the log (local development)."""
 
@@ -485,6 +495,7 @@ class Settings(BaseSettings):
     admin: AdminSettings = AdminSettings()
     verification: VerificationSettings = VerificationSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
+    metrics: MetricsSettings = MetricsSettings()
     reply: ReplySettings = ReplySettings()
     smtp: SmtpSettings = SmtpSettings()
     worker: WorkerSettings = WorkerSettings()

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app import docs, exceptions
+from app import docs, exceptions, metrics
 from app.config import PolicyName, Settings, VerificationSettings, load_settings
 from app.events import EventBus
 from app.failures.relay import Relay
@@ -24,6 +25,7 @@ from app.health.router import router as health_router
 from app.kafka.delivery import DeliveryService
 from app.kafka.publisher import KafkaPublisher
 from app.kafka.replies import ReplyReader, RequestReply
+from app.metrics.router import router as metrics_router
 from app.middleware import BodySizeLimit
 from app.ratelimit import EmailRateLimiter
 from app.state import AppState
@@ -44,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, AppState]]:
         # Teardown runs in reverse: relay, then publishers (flushing), then the store.
         async with AsyncExitStack() as stack:
+            stack.callback(metrics.process_exited, os.getpid())
             store = MessageStore(settings.store.url)
             await store.open()
             relays: list[Relay] = []
@@ -116,6 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     docs.install_docs(app)
     exceptions.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
+    if settings.metrics.enabled:
+        metrics.instrument(app)
     if settings.api.cors_origin_list:  # outermost, so that 413s carry CORS headers too
         app.add_middleware(
             CORSMiddleware,
@@ -129,4 +134,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events_router)
     app.include_router(health_router)
     app.include_router(admin_router)
+    if settings.metrics.enabled:
+        app.include_router(metrics_router)
     return app

@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from app import metrics
 from app.config import PolicyName, ReplaySettings
 from app.failures.store import MessageStore, Status, StoredMessage
 from app.kafka import errors
@@ -99,6 +100,7 @@ class Relay:
             async with asyncio.timeout(STORE_TIMEOUT_S):
                 await self._store.mark_delivered(record_id, receipt)
             self.acknowledged_late += 1
+            metrics.ACKNOWLEDGED_LATE.labels(receipt.policy).inc()
             logger.warning(
                 "record %s was acknowledged after its deadline (%s[%s]@%s): not replayed",
                 record_id,
@@ -157,6 +159,7 @@ class Relay:
             if record.id in self._in_flight:
                 continue  # an earlier attempt may still be written: wait for its outcome
             outcome = await self.publish_record(record)
+            metrics.REPLAYED.labels(record.topic, record.policy, outcome).inc()
             if outcome == "delivered":
                 result.delivered += 1
             elif outcome == "abandoned":

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 
+from app import metrics
 from app.config import PolicyName
 from app.failures.store import MessageStore, Origin
 from app.kafka import errors
@@ -88,6 +89,7 @@ class DeliveryService:
                     "the outbox could not store the event; nothing was sent",
                     event_id=message.event_id,
                 ) from None
+            metrics.RECORDED.labels(message.topic, policy.value, Origin.OUTBOX.value).inc()
             self._on_recorded()
             return QueuedReceipt(
                 event_id=message.event_id, record_id=stored.id, topic=message.topic, policy=policy
@@ -116,6 +118,7 @@ class DeliveryService:
                     error=str(error),
                 )
         except (SQLAlchemyError, OSError, TimeoutError):
+            metrics.RECORD_FAILURES.labels(message.topic, policy.value).inc()
             logger.critical(
                 "event %s: publish failed (%s) and the store could not record it",
                 message.event_id,
@@ -130,5 +133,6 @@ class DeliveryService:
             error.cause,
             stored.id,
         )
+        metrics.RECORDED.labels(message.topic, policy.value, Origin.FAILED.value).inc()
         self._on_recorded()
         return stored.id

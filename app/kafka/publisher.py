@@ -62,6 +62,7 @@ from tenacity import (
     stop_after_attempt,
 )
 
+from app import metrics
 from app.config import KafkaSettings, PolicyName
 from app.kafka import errors, options
 from app.kafka.messages import OutgoingMessage
@@ -123,6 +124,10 @@ class KafkaPublisher:
     def state(self) -> PublisherState:
         return self._state
 
+    def _enter(self, state: PublisherState) -> None:
+        self._state = state
+        metrics.PRODUCER_READY.labels(self.name).set(1 if state is PublisherState.READY else 0)
+
     @property
     def awaiting_acknowledgement(self) -> int:
         """Publishes handed to the producer whose acknowledgement is still outstanding."""
@@ -147,7 +152,7 @@ class KafkaPublisher:
         """
         if self._state is not PublisherState.NEW:
             raise errors.PublisherStateError(f"publisher '{self.name}' was already started")
-        self._state = PublisherState.CONNECTING
+        self._enter(PublisherState.CONNECTING)
         if not await self._connect_once():
             logger.warning(
                 "publisher %s: no broker reachable; retrying in the background", self.name
@@ -160,7 +165,8 @@ class KafkaPublisher:
         """Flush (bounded by `close_timeout_ms`) and close. Safe to call more than once."""
         if self._state in (PublisherState.STOPPING, PublisherState.STOPPED):
             return
-        previous, self._state = self._state, PublisherState.STOPPING
+        previous = self._state
+        self._enter(PublisherState.STOPPING)
         self._ready.set()  # wake waiters so they see STOPPING instead of waiting out the deadline
         self._stopping.set()
         if self._reconnect_task is not None:
@@ -177,7 +183,7 @@ class KafkaPublisher:
         producer, self._producer = self._producer, None
         if producer is not None:
             await self._close(producer, flush=True)
-        self._state = PublisherState.STOPPED
+        self._enter(PublisherState.STOPPED)
         if previous is not PublisherState.NEW:
             logger.info("publisher %s stopped", self.name)
 
@@ -201,7 +207,7 @@ class KafkaPublisher:
             await self._close(producer, flush=False)
             return True
         self._producer = producer
-        self._state = PublisherState.READY
+        self._enter(PublisherState.READY)
         self._ready.set()
         logger.info(
             "publisher %s connected (acks=%s, idempotent=%s, deadline %d ms)",
@@ -224,7 +230,7 @@ class KafkaPublisher:
         if self._producer is not producer:
             return
         self._producer = None
-        self._state = PublisherState.FENCED
+        self._enter(PublisherState.FENCED)
         self._ready.set()
         logger.error(
             "publisher %s fenced: another process uses transactional_id %r; not publishing",
@@ -245,7 +251,7 @@ class KafkaPublisher:
             return
         self._producer = None
         self._ready.clear()
-        self._state = PublisherState.CONNECTING
+        self._enter(PublisherState.CONNECTING)
         logger.warning("publisher %s: producer state in doubt; reconnecting", self.name)
 
         async def replace() -> None:
@@ -303,6 +309,32 @@ class KafkaPublisher:
             DeliveryTimeout: no acknowledgement within `delivery_timeout_ms`.
             Every PublishError says how many attempts were made.
         """
+        (receipt,) = await self._measured([message], self._publish(message))
+        return receipt
+
+    async def _measured(
+        self, messages: Sequence[OutgoingMessage], publishing: Awaitable[list[DeliveryReceipt]]
+    ) -> list[DeliveryReceipt]:
+        """Await `publishing` of `messages`, counting each message's outcome and latency."""
+        in_flight = metrics.PUBLISH_IN_FLIGHT.labels(self.name)
+        in_flight.inc(len(messages))
+        try:
+            receipts = await publishing
+        except errors.PublishError as error:
+            for message in messages:
+                metrics.PUBLISHED.labels(message.topic, self.name, error.kind).inc()
+            raise
+        finally:
+            in_flight.dec(len(messages))
+        for receipt in receipts:
+            outcome = "delivered" if receipt.confirmed else "unconfirmed"
+            metrics.PUBLISHED.labels(receipt.topic, self.name, outcome).inc()
+            metrics.PUBLISH_DURATION.labels(receipt.topic, self.name).observe(
+                receipt.elapsed_ms / 1000
+            )
+        return receipts
+
+    async def _publish(self, message: OutgoingMessage) -> list[DeliveryReceipt]:
         if self._state in (PublisherState.NEW, PublisherState.STOPPED):
             raise errors.PublisherStateError(
                 f"publisher '{self.name}' is {self._state.value}; "
@@ -345,7 +377,7 @@ class KafkaPublisher:
         finally:
             self._leave_key_queue(message.key, done, previous)
         elapsed_ms = (time.perf_counter() - started) * 1000
-        return self._receipt(message, metadata, elapsed_ms, attempts)
+        return [self._receipt(message, metadata, elapsed_ms, attempts)]
 
     async def publish_atomically(
         self, messages: Sequence[OutgoingMessage]
@@ -363,6 +395,11 @@ class KafkaPublisher:
             PublishError: the transaction was aborted (or its outcome is unknown:
                 `sent=None`); `event_id` is the first message's.
         """
+        return await self._measured(messages, self._publish_atomically(messages))
+
+    async def _publish_atomically(
+        self, messages: Sequence[OutgoingMessage]
+    ) -> list[DeliveryReceipt]:
         if self._policy.transactional_id is None:
             raise errors.PublisherStateError(
                 f"publisher '{self.name}' has no transactional_id; set "
@@ -461,11 +498,13 @@ class KafkaPublisher:
     def _log_retry(self, message: OutgoingMessage) -> Callable[[RetryCallState], None]:
         def log(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
+            cause = getattr(error, "cause", type(error).__name__)
+            metrics.PUBLISH_RETRIES.labels(message.topic, self.name, cause).inc()
             logger.warning(
                 "event %s: attempt %d failed (%s); retrying in %.0f ms",
                 message.event_id,
                 state.attempt_number,
-                getattr(error, "cause", type(error).__name__),
+                cause,
                 state.upcoming_sleep * 1000,
             )
 
@@ -534,6 +573,8 @@ class KafkaPublisher:
 
     async def _acknowledgement(self, future: asyncio.Future[Any], message: OutgoingMessage) -> Any:
         self._awaiting_ack += 1
+        awaiting = metrics.AWAITING_ACK.labels(self.name)
+        awaiting.inc()
         try:
             # shield: if our deadline fires, aiokafka's own future must stay intact.
             return await asyncio.shield(future)
@@ -542,6 +583,7 @@ class KafkaPublisher:
             raise
         finally:
             self._awaiting_ack -= 1
+            awaiting.dec()
 
     async def _publish_in_transaction(self, producer: Any, message: OutgoingMessage) -> Any:
         """One message, one transaction; serialised, since a producer has one open at a time."""

@@ -120,6 +120,7 @@ async def test_openapi_documents_every_route_model_and_error(client: httpx.Async
         "/admin/messages",
         "/admin/messages/{record_id}",
         "/admin/messages/replay",
+        "/metrics",
     }
     post = spec["paths"]["/verification-emails"]["post"]
     assert set(post["responses"]) == {"200", "202", "413", "422", "429", "503", "504"}

@@ -1,0 +1,226 @@
+"""Prometheus metrics of the API and the worker (prometheus-client).
+
+The metrics are module-level, in prometheus-client's default registry, as the library intends:
+every publisher, relay and worker of a process adds to the same series, and several uvicorn
+worker processes are summed by its multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, set by
+`python -m app` when `API__WORKERS` > 1). Nothing here connects or listens at import time.
+
+Publishing (labels: `topic`, `policy`; `outcome` is `delivered`, `unconfirmed` for acks=0, or
+the error kind of `app.kafka.errors`: `delivery_timeout`, `broker_unavailable`,
+`publish_rejected`, `record_too_large`, `unencodable_event`):
+
+    kafka_events_publish_total{topic,policy,outcome}       publishes that ended, by outcome
+    kafka_events_publish_duration_seconds{topic,policy}    time to the broker's acknowledgement
+    kafka_events_publish_retries_total{topic,policy,cause} retried attempts, by Kafka error
+    kafka_events_publish_in_flight{policy}                 publishes started, not yet ended
+    kafka_events_producer_awaiting_ack{policy}             records in the producer's buffer
+                                                           or on the wire, not acknowledged
+    kafka_events_producer_ready{policy}                    1 when connected, 0 otherwise
+
+Failure store and replay (`origin`: `failed` or `outbox`):
+
+    kafka_events_recorded_total{topic,policy,origin}       messages kept in the store
+    kafka_events_record_failures_total{topic,policy}       publish failed and the store could
+                                                           not keep it: the caller got a 503
+                                                           without a record id
+    kafka_events_replayed_total{topic,policy,outcome}      relay publishes: delivered, failed,
+                                                           abandoned
+    kafka_events_acknowledged_late_total{policy}           records acknowledged after their
+                                                           deadline (not replayed)
+    kafka_events_store_messages{status}                    records pending replay / abandoned,
+                                                           counted when /metrics is scraped
+
+Worker (`outcome`: `sent`, `duplicate`, `failed` = dead-lettered):
+
+    kafka_events_worker_records_total{topic,outcome}       records handled and committed
+    kafka_events_worker_handle_duration_seconds{topic}     from read to handled (email sent)
+    kafka_events_worker_email_attempts_total{outcome}      SMTP attempts: sent, failed
+    kafka_events_worker_retries_total{topic}               records handled again after a Kafka
+                                                           or database failure
+    kafka_events_worker_lag{topic,partition}               records behind the partition's end
+
+HTTP requests are counted by prometheus-fastapi-instrumentator (`http_requests_total`,
+`http_request_duration_seconds`...), by route template and exact status code.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Final
+
+from fastapi import FastAPI
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import metrics as http_metrics
+
+MULTIPROCESS_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+
+# Publish latency is a few ms on a healthy cluster and bounded by the policy's deadline.
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# An accepted request answers within its policy's deadline; 413/422/429 in well under 1 ms.
+_HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# Handling a record includes sending an email over SMTP (with retries).
+_HANDLE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+PUBLISHED = Counter(
+    "kafka_events_publish",
+    "Publishes that ended, by outcome.",
+    ["topic", "policy", "outcome"],
+)
+PUBLISH_DURATION = Histogram(
+    "kafka_events_publish_duration_seconds",
+    "Time from publish to the broker's acknowledgement, retries included (successes only).",
+    ["topic", "policy"],
+    buckets=_LATENCY_BUCKETS,
+)
+PUBLISH_RETRIES = Counter(
+    "kafka_events_publish_retries",
+    "Publish attempts that failed with a retriable error and were tried again.",
+    ["topic", "policy", "cause"],
+)
+PUBLISH_IN_FLIGHT = Gauge(
+    "kafka_events_publish_in_flight",
+    "Publishes started and not yet ended (waiting for a key's turn, a broker or an ack).",
+    ["policy"],
+    multiprocess_mode="livesum",
+)
+AWAITING_ACK = Gauge(
+    "kafka_events_producer_awaiting_ack",
+    "Records handed to the producer (buffered or on the wire) and not yet acknowledged.",
+    ["policy"],
+    multiprocess_mode="livesum",
+)
+PRODUCER_READY = Gauge(
+    "kafka_events_producer_ready",
+    "1 when the policy's producer is connected, 0 while connecting, fenced or stopped.",
+    ["policy"],
+    multiprocess_mode="livemin",
+)
+RECORDED = Counter(
+    "kafka_events_recorded",
+    "Messages kept in the store: failed publishes, and outbox messages.",
+    ["topic", "policy", "origin"],
+)
+RECORD_FAILURES = Counter(
+    "kafka_events_record_failures",
+    "Failed publishes the store could not keep either (the caller was told: 503, no record id).",
+    ["topic", "policy"],
+)
+REPLAYED = Counter(
+    "kafka_events_replayed",
+    "Stored messages the relay tried to publish, by outcome.",
+    ["topic", "policy", "outcome"],
+)
+ACKNOWLEDGED_LATE = Counter(
+    "kafka_events_acknowledged_late",
+    "Stored messages acknowledged after their deadline, marked delivered instead of replayed.",
+    ["policy"],
+)
+STORE_MESSAGES = Gauge(
+    "kafka_events_store_messages",
+    "Stored messages by status (pending: waiting for replay; abandoned: needs an operator).",
+    ["status"],
+    multiprocess_mode="mostrecent",
+)
+WORKER_RECORDS = Counter(
+    "kafka_events_worker_records",
+    "Records the worker handled and committed, by outcome.",
+    ["topic", "outcome"],
+)
+WORKER_HANDLE_DURATION = Histogram(
+    "kafka_events_worker_handle_duration_seconds",
+    "Time to handle one record: parse, deduplicate, send the email (with retries), reply.",
+    ["topic"],
+    buckets=_HANDLE_BUCKETS,
+)
+WORKER_EMAIL_ATTEMPTS = Counter(
+    "kafka_events_worker_email_attempts",
+    "SMTP send attempts, by outcome.",
+    ["outcome"],
+)
+WORKER_RETRIES = Counter(
+    "kafka_events_worker_retries",
+    "Records left uncommitted after a Kafka or database failure, to be handled again.",
+    ["topic"],
+)
+WORKER_LAG = Gauge(
+    "kafka_events_worker_lag",
+    "Records between the worker's position and the end of the partition.",
+    ["topic", "partition"],
+    multiprocess_mode="livesum",
+)
+
+# Created once: the library registers its metrics when these are made, and would skip
+# (not count) a second app of the same process if each app made its own.
+_HTTP_INSTRUMENTATIONS = [
+    instrumentation
+    for instrumentation in (
+        http_metrics.requests(),
+        http_metrics.latency(buckets=_HTTP_BUCKETS),
+    )
+    if instrumentation is not None
+]
+
+
+def multiprocess_dir() -> Path | None:
+    """The directory of multiprocess mode, when this process runs in it."""
+    value = os.environ.get(MULTIPROCESS_ENV)
+    return Path(value) if value else None
+
+
+def enter_multiprocess_mode() -> Path:
+    """Set up multiprocess mode for worker processes started after this call.
+
+    Must run in the parent before its workers import prometheus-client (they read
+    `PROMETHEUS_MULTIPROC_DIR` at import). Uses a fresh private directory unless one is set,
+    and empties a given one: series of earlier processes must not be summed with ours.
+    """
+    given = multiprocess_dir()
+    if given is None:
+        path = Path(tempfile.mkdtemp(prefix="kafka-events-metrics-"))
+    else:
+        path = given
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True, exist_ok=True)
+    os.environ[MULTIPROCESS_ENV] = str(path)
+    return path
+
+
+def process_exited(pid: int) -> None:
+    """Drop the live gauges of a process that has stopped (multiprocess mode only)."""
+    if multiprocess_dir() is not None:
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def exposition() -> bytes:
+    """Every metric of this process, or of all worker processes in multiprocess mode."""
+    if multiprocess_dir() is None:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
+def instrument(app: FastAPI) -> None:
+    """Count `app`'s HTTP requests by method, route template and exact status code.
+
+    Add it after the body-size limit so that 413s are counted too. Requests to unknown paths
+    are counted under the handler `none` (no unbounded label values).
+    """
+    Instrumentator(
+        should_group_status_codes=False,  # 422, 429 and 503 must stay apart
+        excluded_handlers=["/metrics"],
+    ).add(*_HTTP_INSTRUMENTATIONS).instrument(app)

@@ -1,0 +1,52 @@
+"""`GET /metrics`: the Prometheus text exposition of the API process (or of all its workers)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import APIRouter, Response
+from sqlalchemy.exc import SQLAlchemyError
+
+from app import metrics
+from app.failures.router import Store
+from app.failures.store import MessageStore, Status
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["metrics"])
+
+# A scrape must not hang on a slow store: the gauges then keep their previous value.
+STORE_COUNT_TIMEOUT_S = 2.0
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text format 0.0.4; the metrics are listed in the README.",
+            "content": {
+                "text/plain": {
+                    "example": 'kafka_events_publish_total{outcome="delivered",policy="replicated",'
+                    'topic="send.verification.email"} 42.0\n'
+                }
+            },
+        }
+    },
+)
+async def get_metrics(*, store: Store) -> Response:
+    """Publishes, retries, failures, replay backlog, producer buffer and HTTP requests."""
+    await _count_stored(store)
+    body = await asyncio.to_thread(metrics.exposition)
+    return Response(content=body, media_type=metrics.CONTENT_TYPE)
+
+
+async def _count_stored(store: MessageStore) -> None:
+    try:
+        async with asyncio.timeout(STORE_COUNT_TIMEOUT_S):
+            for status in (Status.PENDING, Status.ABANDONED):
+                metrics.STORE_MESSAGES.labels(status.value).set(await store.count(status))
+    except (SQLAlchemyError, OSError, TimeoutError) as error:
+        logger.warning("metrics: the store could not be counted: %r", error)

@@ -1,0 +1,263 @@
+"""Prometheus metrics: what the publisher, the delivery service and the relay count, and what
+`GET /metrics` exposes (no broker: fakes and a closed port; tests/integration counts real
+publishes and the worker's consumption).
+
+The metrics live in the process-wide registry, so every test compares before and after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka.errors import (  # type: ignore[import-untyped]
+    KafkaConnectionError,
+    NotEnoughReplicasError,
+    TopicAuthorizationFailedError,
+)
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.exc import OperationalError
+
+from app.config import MetricsSettings, PolicyName
+from app.failures.relay import Relay
+from app.failures.store import MessageStore, StoredMessage
+from app.kafka import errors
+from app.kafka.delivery import DeliveryService
+from app.kafka.messages import OutgoingMessage
+from app.kafka.publisher import PublisherState
+from tests.conftest import closed_port, make_settings, running_app
+from tests.unit.test_publisher import FakeProducer, make_publisher
+
+FAST_RETRY = {"retries": 5, "initial_retry_time_ms": 1, "max_retry_time_ms": 2}
+POLICY = PolicyName.REPLICATED.value
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def message(topic: str) -> OutgoingMessage:
+    return OutgoingMessage(topic=topic, value=b"{}", key=b"k", event_id=str(uuid.uuid4()))
+
+
+def counter(topic: str, outcome: str) -> Callable[[], float]:
+    return lambda: sample("kafka_events_publish_total", topic=topic, policy=POLICY, outcome=outcome)
+
+
+async def test_a_delivered_publish_is_counted_with_its_latency_and_retries() -> None:
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    delivered = counter(topic, "delivered")
+    publisher = make_publisher(
+        FakeProducer(send_errors=[NotEnoughReplicasError(), KafkaConnectionError()]),
+        retry=FAST_RETRY,
+    )
+    await publisher.start()
+    ready = sample("kafka_events_producer_ready", policy=POLICY)
+
+    await publisher.publish(message(topic))
+    await publisher.stop()
+
+    assert ready == 1
+    assert sample("kafka_events_producer_ready", policy=POLICY) == 0
+    assert delivered() == 1
+    assert sample("kafka_events_publish_duration_seconds_count", topic=topic, policy=POLICY) == 1
+    retries = {
+        cause: sample("kafka_events_publish_retries_total", topic=topic, policy=POLICY, cause=cause)
+        for cause in ("NotEnoughReplicasError", "KafkaConnectionError")
+    }
+    assert retries == {"NotEnoughReplicasError": 1, "KafkaConnectionError": 1}
+    assert sample("kafka_events_publish_in_flight", policy=POLICY) == 0
+    assert sample("kafka_events_producer_awaiting_ack", policy=POLICY) == 0
+
+
+@pytest.mark.parametrize(
+    ("producer", "outcome"),
+    [
+        (FakeProducer(send_error=TopicAuthorizationFailedError()), "publish_rejected"),
+        (FakeProducer(never_ack=True), "delivery_timeout"),
+        (FakeProducer(send_error=NotEnoughReplicasError()), "broker_unavailable"),
+    ],
+    ids=["rejected", "timeout", "unavailable"],
+)
+async def test_a_failed_publish_is_counted_by_its_error_kind(
+    producer: FakeProducer, outcome: str
+) -> None:
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    publisher = make_publisher(
+        producer,
+        retry={**FAST_RETRY, "retries": 1},
+        delivery_timeout_ms=300,
+        attempt_timeout_ms=300,
+    )
+    await publisher.start()
+
+    with pytest.raises(errors.PublishError):
+        await publisher.publish(message(topic))
+    await publisher.stop()
+
+    assert counter(topic, outcome)() == 1
+    assert counter(topic, "delivered")() == 0
+    assert sample("kafka_events_publish_duration_seconds_count", topic=topic, policy=POLICY) == 0
+    assert sample("kafka_events_publish_in_flight", policy=POLICY) == 0
+
+
+class _SignallingProducer(FakeProducer):
+    def __init__(self) -> None:
+        super().__init__(never_ack=True)
+        self.handed_over = asyncio.Event()
+
+    async def send(self, topic: str, value: bytes, **options: Any) -> asyncio.Future[Any]:
+        future = await super().send(topic, value, **options)
+        self.handed_over.set()
+        return future
+
+
+async def test_awaiting_ack_counts_records_the_broker_has_not_acknowledged() -> None:
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    producer = _SignallingProducer()
+    publisher = make_publisher(producer, delivery_timeout_ms=5000, attempt_timeout_ms=5000)
+    await publisher.start()
+    before = sample("kafka_events_producer_awaiting_ack", policy=POLICY)
+
+    publishing = asyncio.create_task(publisher.publish(message(topic)))
+    async with asyncio.timeout(2):
+        await producer.handed_over.wait()
+    await asyncio.sleep(0)  # the publisher now awaits the acknowledgement
+    during = sample("kafka_events_producer_awaiting_ack", policy=POLICY)
+    in_flight = sample("kafka_events_publish_in_flight", policy=POLICY)
+    producer.futures[0].set_result(producer.ack)
+    await publishing
+    await publisher.stop()
+
+    assert (during - before, in_flight) == (1, 1)
+    assert sample("kafka_events_producer_awaiting_ack", policy=POLICY) == before
+
+
+async def test_recorded_failures_outbox_messages_and_replays_are_counted(
+    tmp_path: Path,
+) -> None:
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    store = MessageStore(f"sqlite+aiosqlite:///{tmp_path}/store.db")
+    await store.open()
+    failing = make_publisher(
+        FakeProducer(send_error=NotEnoughReplicasError()),
+        FakeProducer(),  # the relay's replay succeeds on a fresh producer
+        delivery_timeout_ms=300,
+        attempt_timeout_ms=300,
+    )
+    await failing.start()
+    delivery = DeliveryService({PolicyName.REPLICATED: failing}, store)
+
+    with pytest.raises(errors.BrokerUnavailable):
+        await delivery.emit(message(topic), policy=PolicyName.REPLICATED)
+    recorded = sample("kafka_events_recorded_total", topic=topic, policy=POLICY, origin="failed")
+    await failing.stop()
+    replaying = make_publisher(FakeProducer())
+    await replaying.start()
+    relay = Relay(store, {PolicyName.REPLICATED: replaying}, make_settings("x:1", topic).replay)
+    result = await relay.run_round()
+    await replaying.stop()
+    await store.close()
+
+    assert recorded == 1
+    assert result.delivered == 1
+    assert (
+        sample("kafka_events_replayed_total", topic=topic, policy=POLICY, outcome="delivered") == 1
+    )
+
+
+class _BrokenStore(MessageStore):
+    async def record(self, *_: Any, **__: Any) -> StoredMessage:
+        raise OperationalError("INSERT", {}, OSError("disk full"))
+
+
+async def test_a_failure_the_store_cannot_keep_is_counted() -> None:
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    publisher = make_publisher(
+        FakeProducer(send_error=TopicAuthorizationFailedError()), delivery_timeout_ms=300
+    )
+    await publisher.start()
+    delivery = DeliveryService({PolicyName.REPLICATED: publisher}, _BrokenStore("sqlite://"))
+
+    with pytest.raises(errors.PublishRejected) as caught:
+        await delivery.emit(message(topic), policy=PolicyName.REPLICATED)
+    await publisher.stop()
+
+    assert caught.value.record_id is None
+    assert sample("kafka_events_record_failures_total", topic=topic, policy=POLICY) == 1
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    settings = make_settings(
+        f"127.0.0.1:{closed_port()}", "t-metrics", delivery_timeout_ms=300, connect_timeout_ms=200
+    )
+    async with running_app(settings) as running:
+        yield running.client
+
+
+async def test_metrics_page_exposes_publishes_store_backlog_and_http_requests(
+    client: httpx.AsyncClient,
+) -> None:
+    # no broker: the publish fails within its deadline and is recorded (503 with its id)
+    refused = await client.post(
+        "/verification-emails",
+        json={"email": "ada@example.com", "redirect_url": "https://app.example.com/v"},
+    )
+    invalid = await client.post("/verification-emails", json={})
+
+    page = await client.get("/metrics")
+
+    assert (refused.status_code, invalid.status_code) == (503, 422)
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(page.text)}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in families.values()
+        for s in family.samples
+    }
+    assert samples[("kafka_events_store_messages", (("status", "pending"),))] >= 1
+    assert samples[("kafka_events_producer_ready", (("policy", POLICY),))] == 0
+    http = {
+        labels: value
+        for (name, labels), value in samples.items()
+        if name == "http_requests_total" and dict(labels)["handler"] == "/verification-emails"
+    }
+    statuses = {dict(labels)["status"] for labels, value in http.items() if value >= 1}
+    assert {"503", "422"} <= statuses
+    failed = [
+        value
+        for (name, labels), value in samples.items()
+        if name == "kafka_events_publish_total"
+        and dict(labels)["topic"] == "t-metrics"
+        and dict(labels)["outcome"] != "delivered"
+    ]
+    assert sum(failed) >= 1
+    assert "/metrics" not in {dict(labels)["handler"] for labels in http}
+
+
+async def test_metrics_can_be_turned_off() -> None:
+    settings = make_settings(
+        f"127.0.0.1:{closed_port()}", "t-metrics-off", connect_timeout_ms=200
+    ).model_copy(update={"metrics": MetricsSettings(enabled=False)})
+    async with running_app(settings) as running:
+        response = await running.client.get("/metrics")
+        spec = (await running.client.get("/openapi.json")).json()
+
+    assert response.status_code == 404
+    assert "/metrics" not in spec["paths"]
+
+
+def test_publisher_states_other_than_ready_read_as_not_ready() -> None:
+    publisher = make_publisher(FakeProducer())
+    for state in PublisherState:
+        publisher._enter(state)
+        expected = 1 if state is PublisherState.READY else 0
+        assert sample("kafka_events_producer_ready", policy=POLICY) == expected
