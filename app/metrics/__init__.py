@@ -48,6 +48,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -61,6 +62,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
@@ -224,3 +226,22 @@ def instrument(app: FastAPI) -> None:
         should_group_status_codes=False,  # 422, 429 and 503 must stay apart
         excluded_handlers=["/metrics"],
     ).add(*_HTTP_INSTRUMENTATIONS).instrument(app)
+
+
+def serve(host: str, port: int) -> Callable[[], None]:
+    """Serve this process's metrics at http://host:port/metrics from a daemon thread.
+
+    For processes without an HTTP server of their own (the worker). Returns the function that
+    stops serving.
+
+    Raises:
+        OSError: the address cannot be bound (in use, or not an address of this machine).
+    """
+    server, thread = start_http_server(port, addr=host)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return stop

@@ -8,6 +8,7 @@ not start, or its loop failed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -15,6 +16,7 @@ import sys
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 from sqlalchemy.exc import SQLAlchemyError
 
+from app import metrics
 from app.config import Settings, SettingsError, load_settings
 from app.worker.consumer import VerificationEmailWorker
 
@@ -27,7 +29,20 @@ async def run(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    worker = VerificationEmailWorker(settings)
+    async with contextlib.AsyncExitStack() as serving:
+        if settings.metrics.worker_port:
+            try:
+                stop_serving = metrics.serve(
+                    settings.metrics.worker_host, settings.metrics.worker_port
+                )
+                serving.push_async_callback(asyncio.to_thread, stop_serving)  # joins a thread
+            except OSError as error:
+                logger.error("metrics cannot be served: %s", error)
+                return 1
+        return await _run_worker(VerificationEmailWorker(settings), stop)
+
+
+async def _run_worker(worker: VerificationEmailWorker, stop: asyncio.Event) -> int:
     try:
         await worker.start()
     except (TimeoutError, KafkaError, SQLAlchemyError, OSError) as error:

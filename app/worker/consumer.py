@@ -45,6 +45,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -71,6 +72,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from app import metrics
 from app.config import Settings
 from app.kafka import options
 from app.worker import messages
@@ -132,6 +134,7 @@ class VerificationEmailWorker:
         self._stopping = asyncio.Event()
         self._state = WorkerState.NEW
         self._infrastructure_failures = 0
+        self._lag_labels: set[Any] = set()  # partitions with a lag series
 
     @property
     def state(self) -> WorkerState:
@@ -266,6 +269,7 @@ class VerificationEmailWorker:
             for record in records:
                 if self._stopping.is_set() or not await self._process(record):
                     break
+            await self._measure_lag()
 
     async def _poll(self) -> list[Any]:
         """The next record(s), or none when stop() is called while waiting."""
@@ -287,6 +291,7 @@ class VerificationEmailWorker:
     async def _process(self, record: Any) -> bool:
         """Handle and commit one record; False if it must be read again (not committed)."""
         tp = TopicPartition(record.topic, record.partition)
+        started = time.perf_counter()
         try:
             outcome = await self._handle(record)
         except _Stopping:
@@ -301,12 +306,33 @@ class VerificationEmailWorker:
                 record.offset,
                 error,
             )
+            metrics.WORKER_RETRIES.labels(record.topic).inc()
             self._seek_back(tp, record.offset)
             await self._pause_after_failure()
             return False
         self._infrastructure_failures = 0
+        metrics.WORKER_HANDLE_DURATION.labels(record.topic).observe(time.perf_counter() - started)
         await self._commit(tp, record.offset + 1, outcome)
+        metrics.WORKER_RECORDS.labels(record.topic, outcome.status.value).inc()
         return True
+
+    async def _measure_lag(self) -> None:
+        """Set the lag of every assigned partition whose end is known (from its last fetch)."""
+        assigned = self._consumer.assignment()
+        for tp in self._lag_labels - assigned:  # moved to another worker
+            with contextlib.suppress(KeyError):
+                metrics.WORKER_LAG.remove(tp.topic, str(tp.partition))
+        self._lag_labels &= assigned
+        for tp in assigned:
+            with contextlib.suppress(IllegalStateError, AssertionError, TimeoutError):
+                end = self._consumer.highwater(tp)
+                if end is None:
+                    continue
+                # known after the first fetch, so this does not wait on the broker
+                async with asyncio.timeout(_POLL_MS / 1000):
+                    position = await self._consumer.position(tp)
+                metrics.WORKER_LAG.labels(tp.topic, str(tp.partition)).set(max(end - position, 0))
+                self._lag_labels.add(tp)
 
     def _seek_back(self, tp: Any, offset: int) -> None:
         # no longer ours (IllegalStateError): its new owner reads it from the last commit
@@ -449,7 +475,12 @@ class VerificationEmailWorker:
         try:
             async for attempt in retrying:
                 with attempt:
-                    await self._mailer.send(email)
+                    try:
+                        await self._mailer.send(email)
+                    except SendError:
+                        metrics.WORKER_EMAIL_ATTEMPTS.labels("failed").inc()
+                        raise
+                    metrics.WORKER_EMAIL_ATTEMPTS.labels("sent").inc()
         except SendError as error:
             raise _SendFailed(error, retrying.statistics.get("attempt_number", 1)) from None
         return int(retrying.statistics.get("attempt_number", 1))

@@ -24,11 +24,13 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from prometheus_client import REGISTRY
 
 from app.config import Settings, SmtpBackend, SmtpSettings, WorkerSettings
 from app.verification.events import VerificationEmailRequested
@@ -253,6 +255,46 @@ async def test_a_request_to_the_api_becomes_one_email_with_the_link(
     assert body is not None
     assert LINK in body.get_content()
     assert inbox.recipients_seen == ["ada@example.com"]
+
+
+async def test_metrics_count_the_publish_and_the_worker_catches_up_to_zero_lag(
+    kafka_broker: KafkaCluster, topics: Topics, inbox: Inbox, smtp_port: int, tmp_path: Path
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = worker_settings(
+        bootstrap, topics, smtp_port, store_url=f"sqlite+aiosqlite:///{tmp_path}/store.db"
+    )
+    policy = settings.verification.policy.value
+    # two events written before the worker starts: it begins 2 behind
+    for address in ("lag1@example.com", "lag2@example.com"):
+        await publish(bootstrap, topics.source, as_record(event(address), topics.source))
+
+    async with running_worker(settings), running_api(settings) as api:
+        response = await api.client.post(
+            "/verification-emails", json={"email": "ada@example.com", "redirect_url": LINK}
+        )
+        await eventually(lambda: _has(inbox, 3), timeout_s=30)
+        await wait_committed(bootstrap, topics.group, topics.source, 3)
+
+        async def caught_up() -> bool:
+            return _sample("kafka_events_worker_lag", topic=topics.source, partition="0") == 0
+
+        await eventually(caught_up, timeout_s=10)
+        page = (await api.client.get("/metrics")).text
+
+    assert response.status_code == 202
+    delivered = (
+        f'kafka_events_publish_total{{outcome="delivered",policy="{policy}",'
+        f'topic="{topics.source}"}} 1.0'
+    )
+    assert delivered in page
+    assert (
+        f'kafka_events_publish_duration_seconds_count{{policy="{policy}",'
+        f'topic="{topics.source}"}} 1.0'
+    ) in page
+    assert f'kafka_events_producer_ready{{policy="{policy}"}} 1.0' in page
+    assert _sample("kafka_events_worker_records_total", topic=topics.source, outcome="sent") == 3
+    assert _sample("kafka_events_worker_handle_duration_seconds_count", topic=topics.source) == 3
 
 
 async def test_request_reply_through_the_api_and_the_worker_answers_once_the_email_is_sent(
@@ -523,6 +565,7 @@ async def test_the_worker_process_sends_then_stops_on_sigterm_with_status_0(
         "WORKER__GROUP_ID": topics.group,
         "WORKER__DEAD_LETTER_TOPIC": topics.dead_letters,
         "WORKER__LOG_LEVEL": "debug",
+        "METRICS__WORKER_PORT": str(metrics_port := closed_port()),
     }
     log = tmp_path / "worker.log"
     with (
@@ -541,6 +584,8 @@ async def test_the_worker_process_sends_then_stops_on_sigterm_with_status_0(
         try:
             await eventually(lambda: _has(inbox, 1), timeout_s=60, interval_s=0.1)
             await wait_committed(bootstrap, topics.group, topics.source, 1)
+            async with httpx.AsyncClient(timeout=5) as client:
+                scraped = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
             process.send_signal(signal.SIGTERM)
             async with asyncio.timeout(30):
                 status = await process.wait()
@@ -555,6 +600,9 @@ async def test_the_worker_process_sends_then_stops_on_sigterm_with_status_0(
     assert f"event {requested.event_id}" in text
     assert "worker stopped" in text
     assert password not in text
+    sent = f'kafka_events_worker_records_total{{outcome="sent",topic="{topics.source}"}} 1.0'
+    assert sent in scraped
+    assert 'kafka_events_worker_email_attempts_total{outcome="sent"} 1.0' in scraped
 
 
 async def test_the_smtp_mailer_calls_an_unreachable_server_a_transient_failure() -> None:
@@ -585,6 +633,10 @@ async def test_handled_events_on_postgresql(postgres_url: str) -> None:
     assert found is not None
     assert found.offset == offset
     assert found.handled_at.utcoffset() is not None
+
+
+def _sample(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
 
 
 async def _has(inbox: Inbox, count: int) -> bool:
