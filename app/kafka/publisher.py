@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -55,6 +56,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     ProducerFenced,
 )
 from aiokafka.protocol.metadata import MetadataRequest  # type: ignore[import-untyped]
+from prometheus_client import Counter, Gauge, Histogram
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -119,6 +121,9 @@ class KafkaPublisher:
         self._stopping = asyncio.Event()
         # key -> the future that ends the latest publish of that key (ordered_per_key)
         self._key_tails: dict[bytes, asyncio.Future[None]] = {}
+        # (topic, outcome) -> this publisher's series of a successful publish, looked up once:
+        # prometheus-client's labels() takes a lock and rebuilds the label tuple on every call
+        self._outcome_series: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     @property
     def state(self) -> PublisherState:
@@ -316,7 +321,7 @@ class KafkaPublisher:
         self, messages: Sequence[OutgoingMessage], publishing: Awaitable[list[DeliveryReceipt]]
     ) -> list[DeliveryReceipt]:
         """Await `publishing` of `messages`, counting each message's outcome and latency."""
-        in_flight = metrics.PUBLISH_IN_FLIGHT.labels(self.name)
+        in_flight = self._in_flight
         in_flight.inc(len(messages))
         try:
             receipts = await publishing
@@ -328,11 +333,28 @@ class KafkaPublisher:
             in_flight.dec(len(messages))
         for receipt in receipts:
             outcome = "delivered" if receipt.confirmed else "unconfirmed"
-            metrics.PUBLISHED.labels(receipt.topic, self.name, outcome).inc()
-            metrics.PUBLISH_DURATION.labels(receipt.topic, self.name).observe(
-                receipt.elapsed_ms / 1000
-            )
+            published, duration = self._series(receipt.topic, outcome)
+            published.inc()
+            duration.observe(receipt.elapsed_ms / 1000)
         return receipts
+
+    def _series(self, topic: str, outcome: str) -> tuple[Counter, Histogram]:
+        """The publish counter of `outcome` and the latency histogram, for `topic`."""
+        series = self._outcome_series.get((topic, outcome))
+        if series is None:
+            series = self._outcome_series[topic, outcome] = (
+                metrics.PUBLISHED.labels(topic, self.name, outcome),
+                metrics.PUBLISH_DURATION.labels(topic, self.name),
+            )
+        return series
+
+    @functools.cached_property
+    def _in_flight(self) -> Gauge:
+        return metrics.PUBLISH_IN_FLIGHT.labels(self.name)
+
+    @functools.cached_property
+    def _awaiting(self) -> Gauge:
+        return metrics.AWAITING_ACK.labels(self.name)
 
     async def _publish(self, message: OutgoingMessage) -> list[DeliveryReceipt]:
         if self._state in (PublisherState.NEW, PublisherState.STOPPED):
@@ -590,7 +612,7 @@ class KafkaPublisher:
 
     async def _acknowledgement(self, future: asyncio.Future[Any], message: OutgoingMessage) -> Any:
         self._awaiting_ack += 1
-        awaiting = metrics.AWAITING_ACK.labels(self.name)
+        awaiting = self._awaiting
         awaiting.inc()
         try:
             # shield: if our deadline fires, aiokafka's own future must stay intact.
