@@ -555,11 +555,13 @@ class KafkaPublisher:
         """One attempt. Raises PublishError; TimeoutError only from the overall deadline."""
         stage[0] = "connect"
         try:
-            if self._policy.transactional_id is not None:
+            producer = self._producer
+            if self._state is not PublisherState.READY or producer is None:
+                # Only a wait needs the attempt timeout (a timeout scope costs a timer).
                 producer = await self._before_sending(self._wait_ready(message), message)
+            if self._policy.transactional_id is not None:
                 stage[0] = "transaction"
                 return await self._publish_in_transaction(producer, message)
-            producer = await self._before_sending(self._wait_ready(message), message)
             stage[0] = "enqueue"
             future = await self._before_sending(self._send(producer, message), message)
             stage[0] = "acknowledge"
