@@ -116,7 +116,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # served by app.docs, without a CDN
         redoc_url=None,
     )
-    docs.install_docs(app)
     exceptions.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
     if settings.metrics.enabled:
@@ -136,4 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin_router)
     if settings.metrics.enabled:
         app.include_router(metrics_router)
+    # Last: a request is matched against the routes in order (by the router, and again by the
+    # HTTP metrics for its route name), and the docs pages are rarely asked for.
+    docs.install_docs(app)
     return app

@@ -28,6 +28,10 @@ In-process (`bench.micro`): N publishes without HTTP, one at a time and from 32 
 tasks, through `KafkaPublisher.publish`, `AIOKafkaProducer.send_and_wait`, FastStream's
 publisher and confluent-kafka, with the same message (the app's event, ~240 bytes).
 
+Our own code's cost, without Kafka (`bench.overhead`): CPU time, or instructions under
+callgrind, per publish or per HTTP request with a stub producer; `bench/PROFILE.md` says where
+that CPU goes.
+
 How
 ---
 Every scenario runs 3 times (peers in rotated order) and is reported as the median with the

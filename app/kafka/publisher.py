@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -55,6 +56,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     ProducerFenced,
 )
 from aiokafka.protocol.metadata import MetadataRequest  # type: ignore[import-untyped]
+from prometheus_client import Counter, Gauge, Histogram
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -119,6 +121,9 @@ class KafkaPublisher:
         self._stopping = asyncio.Event()
         # key -> the future that ends the latest publish of that key (ordered_per_key)
         self._key_tails: dict[bytes, asyncio.Future[None]] = {}
+        # (topic, outcome) -> this publisher's series of a successful publish, looked up once:
+        # prometheus-client's labels() takes a lock and rebuilds the label tuple on every call
+        self._outcome_series: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
     @property
     def state(self) -> PublisherState:
@@ -316,7 +321,7 @@ class KafkaPublisher:
         self, messages: Sequence[OutgoingMessage], publishing: Awaitable[list[DeliveryReceipt]]
     ) -> list[DeliveryReceipt]:
         """Await `publishing` of `messages`, counting each message's outcome and latency."""
-        in_flight = metrics.PUBLISH_IN_FLIGHT.labels(self.name)
+        in_flight = self._in_flight
         in_flight.inc(len(messages))
         try:
             receipts = await publishing
@@ -328,11 +333,28 @@ class KafkaPublisher:
             in_flight.dec(len(messages))
         for receipt in receipts:
             outcome = "delivered" if receipt.confirmed else "unconfirmed"
-            metrics.PUBLISHED.labels(receipt.topic, self.name, outcome).inc()
-            metrics.PUBLISH_DURATION.labels(receipt.topic, self.name).observe(
-                receipt.elapsed_ms / 1000
-            )
+            published, duration = self._series(receipt.topic, outcome)
+            published.inc()
+            duration.observe(receipt.elapsed_ms / 1000)
         return receipts
+
+    def _series(self, topic: str, outcome: str) -> tuple[Counter, Histogram]:
+        """The publish counter of `outcome` and the latency histogram, for `topic`."""
+        series = self._outcome_series.get((topic, outcome))
+        if series is None:
+            series = self._outcome_series[topic, outcome] = (
+                metrics.PUBLISHED.labels(topic, self.name, outcome),
+                metrics.PUBLISH_DURATION.labels(topic, self.name),
+            )
+        return series
+
+    @functools.cached_property
+    def _in_flight(self) -> Gauge:
+        return metrics.PUBLISH_IN_FLIGHT.labels(self.name)
+
+    @functools.cached_property
+    def _awaiting(self) -> Gauge:
+        return metrics.AWAITING_ACK.labels(self.name)
 
     async def _publish(self, message: OutgoingMessage) -> list[DeliveryReceipt]:
         if self._state in (PublisherState.NEW, PublisherState.STOPPED):
@@ -341,13 +363,6 @@ class KafkaPublisher:
                 "it is usable between the application's start-up and shutdown"
             )
         started = time.perf_counter()
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._policy.retry.retries + 1),
-            wait=KafkajsWait(self._policy.retry),
-            retry=retry_if_exception(self._retriable),
-            before_sleep=self._log_retry(message),
-            reraise=True,
-        )
         attempts = 0
         stage = ["queue"]  # the stage of the current attempt, for the timeout's message
         pending: list[asyncio.Future[Any] | None] = [None]  # aiokafka's future, once sent
@@ -356,10 +371,24 @@ class KafkaPublisher:
             async with asyncio.timeout(self._policy.delivery_timeout_ms / 1000):
                 if previous is not None:
                     await asyncio.shield(previous)
-                async for attempt in retrying:
-                    with attempt:
-                        attempts += 1
-                        metadata = await self._attempt(message, stage, pending)
+                failure: errors.PublishError | None = None
+                try:
+                    attempts += 1
+                    metadata = await self._attempt(message, stage, pending)
+                except errors.PublishError as failed:
+                    failure = failed
+                if failure is not None:
+                    # The first attempt runs without tenacity: its retry state costs as much
+                    # CPU as the rest of a publish, and leaves reference cycles for the garbage
+                    # collector. After a failure tenacity takes over, starting from that
+                    # failure, so whether and when to retry is decided as for any attempt.
+                    replay = [failure]
+                    async for attempt in self._retrying(message):
+                        with attempt:
+                            if replay:
+                                raise replay.pop()
+                            attempts += 1
+                            metadata = await self._attempt(message, stage, pending)
         except TimeoutError:
             error = errors.DeliveryTimeout(
                 f"not acknowledged within {self._policy.delivery_timeout_ms} ms "
@@ -490,6 +519,16 @@ class KafkaPublisher:
         else:
             release()
 
+    def _retrying(self, message: OutgoingMessage) -> AsyncRetrying:
+        """The retry loop of one publish: at most `retry.retries` retries, kafkajs' waits."""
+        return AsyncRetrying(
+            stop=stop_after_attempt(self._policy.retry.retries + 1),
+            wait=KafkajsWait(self._policy.retry),
+            retry=retry_if_exception(self._retriable),
+            before_sleep=self._log_retry(message),
+            reraise=True,
+        )
+
     def _retriable(self, error: BaseException) -> bool:
         if not isinstance(error, errors.PublishError) or not error.retriable:
             return False
@@ -516,11 +555,13 @@ class KafkaPublisher:
         """One attempt. Raises PublishError; TimeoutError only from the overall deadline."""
         stage[0] = "connect"
         try:
-            if self._policy.transactional_id is not None:
+            producer = self._producer
+            if self._state is not PublisherState.READY or producer is None:
+                # Only a wait needs the attempt timeout (a timeout scope costs a timer).
                 producer = await self._before_sending(self._wait_ready(message), message)
+            if self._policy.transactional_id is not None:
                 stage[0] = "transaction"
                 return await self._publish_in_transaction(producer, message)
-            producer = await self._before_sending(self._wait_ready(message), message)
             stage[0] = "enqueue"
             future = await self._before_sending(self._send(producer, message), message)
             stage[0] = "acknowledge"
@@ -573,7 +614,7 @@ class KafkaPublisher:
 
     async def _acknowledgement(self, future: asyncio.Future[Any], message: OutgoingMessage) -> Any:
         self._awaiting_ack += 1
-        awaiting = metrics.AWAITING_ACK.labels(self.name)
+        awaiting = self._awaiting
         awaiting.inc()
         try:
             # shield: if our deadline fires, aiokafka's own future must stay intact.

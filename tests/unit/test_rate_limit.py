@@ -81,6 +81,51 @@ async def test_a_slot_frees_a_window_after_it_was_taken() -> None:
             await asyncio.sleep(0.05)
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_slot_frees_exactly_a_window_after_the_request_that_took_it() -> None:
+    clock = FakeClock()
+    limiter = EmailRateLimiter(RateLimitSettings(per_email=2, window_s=10), clock=clock)
+    limiter.acquire("ada@example.com")  # t=0
+    clock.now += 3
+    limiter.acquire("ada@example.com")  # t=3
+    clock.now += 2
+
+    with pytest.raises(RateLimited) as refused:  # t=5
+        limiter.acquire("ada@example.com")
+    assert refused.value.retry_after_s == 5  # when the slot of t=0 frees
+    clock.now += 5
+    with pytest.raises(RateLimited):  # t=10: the window still includes t=0
+        limiter.acquire("ada@example.com")
+    clock.now += 0.001
+    limiter.acquire("ada@example.com")  # t=10.001: t=0 has left; now t=3 and t=10.001
+    clock.now += 1
+    with pytest.raises(RateLimited) as refused_again:
+        limiter.acquire("ada@example.com")
+    assert refused_again.value.retry_after_s == 2  # t=3's slot frees at t=13
+
+
+def test_addresses_are_forgotten_once_their_last_request_left_the_window() -> None:
+    clock = FakeClock()
+    limiter = EmailRateLimiter(RateLimitSettings(per_email=1, window_s=60), clock=clock)
+    for n in range(100):
+        limiter.acquire(f"user-{n}@example.com")
+        clock.now += 1
+    limiter.acquire("user-0@example.com")  # its request of t=0 has left the window
+
+    # requests of the last 60 s (t=40..99) and the new one; the older are forgotten
+    assert len(limiter._requests) == 61
+    clock.now += 61
+    limiter.acquire("grace@example.com")
+    assert len(limiter._requests) == 1
+
+
 async def test_over_the_limit_gets_429_and_nothing_is_published(app: RunningApp) -> None:
     first = await _post(app.client, "ada@example.com")
     second = await _post(app.client, "Ada+again@EXAMPLE.com")  # the same inbox
