@@ -2,7 +2,8 @@
 
 SIGTERM or SIGINT stops it gracefully (the record in hand finishes, its offset is committed,
 the worker leaves its consumer group); exit status 0. Status 2: invalid settings; 1: it could
-not start, or its loop failed.
+not start (Kafka refused it, or did not answer within WORKER__START_TIMEOUT_MS), or its loop
+failed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings, SettingsError, load_settings
+from app.kafka import access
 from app.worker.consumer import VerificationEmailWorker
 
 logger = logging.getLogger("app.worker")
@@ -30,6 +32,9 @@ async def run(settings: Settings) -> int:
     worker = VerificationEmailWorker(settings)
     try:
         await worker.start()
+    except access.AccessRefused as error:
+        logger.error("the worker could not start: %s", error)
+        return 1
     except (TimeoutError, KafkaError, SQLAlchemyError, OSError) as error:
         logger.error("the worker could not start: %r", error)
         return 1
