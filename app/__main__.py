@@ -1,13 +1,21 @@
-"""`python -m app`: validate the settings, then serve the API with uvicorn."""
+"""`python -m app`: validate the settings, check that Kafka accepts the client, then serve
+the API with uvicorn.
+
+Exit status: 2 for invalid settings, 1 when Kafka refuses the client (authentication, TLS
+verification), each with a one-line message on stderr. Brokers that do not answer do not stop
+the start-up: the API starts degraded and connects in the background.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
 import uvicorn
 
 from app.config import SettingsError, load_settings
+from app.kafka import access
 from app.main import create_app
 
 
@@ -21,6 +29,12 @@ def main() -> int:
         level=settings.api.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # The lifespan checks too, but a refusal there reaches uvicorn, which logs a traceback.
+    try:
+        asyncio.run(access.check(settings.kafka, client_id=settings.kafka.producer.client_id))
+    except access.AccessRefused as error:
+        print(error, file=sys.stderr)
+        return 1
     uvicorn.run(
         create_app(settings),
         host=settings.api.host,

@@ -12,6 +12,7 @@ variable and say what to change, e.g.::
 from __future__ import annotations
 
 import re
+import ssl
 from email.utils import parseaddr
 from enum import StrEnum
 from pathlib import Path
@@ -93,7 +94,13 @@ class _Section(BaseModel):
 
 
 class SecuritySettings(_Section):
-    """How to reach the brokers: plaintext, TLS, SASL or both."""
+    """How to reach the brokers: plaintext, TLS, SASL or both.
+
+    With TLS and no `ssl_cafile`, brokers are verified against the system's CAs (managed
+    clusters usually have publicly signed certificates); a private CA must be named. SASL or TLS
+    settings given with a protocol that does not use them are refused rather than ignored: a
+    client meant to authenticate, or to encrypt, must not silently connect without.
+    """
 
     protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
     sasl_mechanism: SaslMechanism = SaslMechanism.SCRAM_SHA_512
@@ -115,21 +122,68 @@ class SecuritySettings(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        protocol = f"KAFKA__SECURITY__PROTOCOL={self.protocol.value}"
         if self.uses_sasl and (not self.sasl_username or self.sasl_password is None):
             raise ValueError(
-                f"protocol {self.protocol} needs KAFKA__SECURITY__SASL_USERNAME and "
+                f"{protocol} needs KAFKA__SECURITY__SASL_USERNAME and "
                 "KAFKA__SECURITY__SASL_PASSWORD"
+            )
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path: Path | None = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"KAFKA__SECURITY__{name.upper()}: no file at {path}")
+        unused = [
+            f"KAFKA__SECURITY__{name.upper()}"
+            for name, wanted in (
+                ("sasl_username", self.uses_sasl),
+                ("sasl_password", self.uses_sasl),
+                ("ssl_cafile", self.uses_ssl),
+                ("ssl_certfile", self.uses_ssl),
+                ("ssl_keyfile", self.uses_ssl),
+                ("ssl_key_password", self.uses_ssl),
+            )
+            if not wanted and getattr(self, name) is not None
+        ]
+        if unused:
+            raise ValueError(
+                f"{', '.join(unused)} set, but {protocol} does not use "
+                f"{'it' if len(unused) == 1 else 'them'}: choose the protocol that does "
+                "(SASL_SSL for both SASL and TLS), or remove the setting"
             )
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError(
                 "a client certificate needs both KAFKA__SECURITY__SSL_CERTFILE and "
                 "KAFKA__SECURITY__SSL_KEYFILE"
             )
-        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            path: Path | None = getattr(self, name)
-            if path is not None and not path.is_file():
-                raise ValueError(f"KAFKA__SECURITY__{name.upper()}: no file at {path}")
+        if self.ssl_key_password is not None and self.ssl_keyfile is None:
+            raise ValueError("KAFKA__SECURITY__SSL_KEY_PASSWORD needs KAFKA__SECURITY__SSL_KEYFILE")
+        if self.uses_ssl:
+            self._check_tls_files()
         return self
+
+    @property
+    def key_password(self) -> str:
+        """The client key's password; "" when none is set, so an encrypted key fails to load
+        instead of OpenSSL asking for its password on the terminal."""
+        return self.ssl_key_password.get_secret_value() if self.ssl_key_password else ""
+
+    def _check_tls_files(self) -> None:
+        """Load the PEM files as the clients will, so a bad file stops the start-up here."""
+        try:
+            context = ssl.create_default_context(cafile=self.ssl_cafile)
+        except (ssl.SSLError, OSError) as error:
+            raise ValueError(
+                f"KAFKA__SECURITY__SSL_CAFILE: {self.ssl_cafile} is not a PEM CA bundle ({error})"
+            ) from None
+        if self.ssl_certfile is not None:
+            try:
+                context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile, self.key_password)
+            except (ssl.SSLError, OSError) as error:
+                raise ValueError(
+                    "KAFKA__SECURITY__SSL_CERTFILE / SSL_KEYFILE: cannot load the client "
+                    "certificate and key (PEM, matching each other; an encrypted key needs "
+                    f"KAFKA__SECURITY__SSL_KEY_PASSWORD) ({error})"
+                ) from None
 
 
 class ProducerSettings(_Section):

@@ -22,6 +22,7 @@ from app.failures.relay import Relay
 from app.failures.router import admin_router, events_router
 from app.failures.store import MessageStore
 from app.health.router import router as health_router
+from app.kafka import access
 from app.kafka.delivery import DeliveryService
 from app.kafka.publisher import KafkaPublisher
 from app.kafka.replies import ReplyReader, RequestReply
@@ -58,10 +59,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
             stack.push_async_callback(close_store)
             publishers = {policy: KafkaPublisher(settings.kafka, policy) for policy in PolicyName}
-            # concurrently: each start is bounded by connect_timeout_ms
-            await asyncio.gather(*(p.start() for p in publishers.values()))
             for publisher in publishers.values():
                 stack.push_async_callback(publisher.stop)
+            # Concurrently: each step is bounded by connect_timeout_ms. Brokers that refuse us
+            # (credentials, TLS trust, ACLs) stop the start-up; brokers that do not answer don't.
+            outcomes = await asyncio.gather(
+                access.check(settings.kafka, client_id=settings.kafka.producer.client_id),
+                *(p.start() for p in publishers.values()),
+                return_exceptions=True,
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
             relay = Relay(store, publishers, settings.replay)
             relays.append(relay)
             if settings.replay.enabled:

@@ -30,6 +30,7 @@ from app.config import (
     ProducerSettings,
     RateLimitSettings,
     ReplaySettings,
+    SecuritySettings,
     Settings,
     StoreSettings,
     VerificationSettings,
@@ -124,6 +125,7 @@ def make_settings(
     store_url: str | None = None,
     replay: Mapping[str, object] | None = None,
     admin_token: str | None = None,
+    security: SecuritySettings | None = None,
     **overrides: object,
 ) -> Settings:
     """Settings for a test app, ignoring any `.env` file.
@@ -148,6 +150,7 @@ def make_settings(
         _env_file=None,
         kafka=KafkaSettings(
             bootstrap_servers=bootstrap_servers,
+            security=security or SecuritySettings(),
             producer=ProducerSettings.model_validate(transport),
             policies=PoliciesSettings.model_validate(policies.model_dump()),
         ),

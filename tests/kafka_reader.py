@@ -16,12 +16,17 @@ async def read_at(
     *,
     timeout_s: float = 15.0,
     isolation_level: str = "read_uncommitted",
+    **security: Any,
 ) -> Any:
-    """The record at `topic[partition]@offset`, read by a consumer of its own (no group)."""
+    """The record at `topic[partition]@offset`, read by a consumer of its own (no group).
+
+    `security`: aiokafka's security arguments, for a secured listener.
+    """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers,
         enable_auto_commit=False,
         isolation_level=isolation_level,
+        **security,
     )
     await consumer.start()
     try:

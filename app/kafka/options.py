@@ -41,11 +41,7 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
             cafile=security.ssl_cafile,
             certfile=security.ssl_certfile,
             keyfile=security.ssl_keyfile,
-            password=(
-                security.ssl_key_password.get_secret_value()
-                if security.ssl_key_password is not None
-                else None
-            ),
+            password=security.key_password,
         )
         context.check_hostname = security.ssl_check_hostname
         options["ssl_context"] = context

@@ -9,7 +9,8 @@ Lifecycle::
 `start()` makes one bounded connection attempt. If no broker answers, the application still
 starts: the publisher keeps trying in the background (capped exponential backoff with jitter,
 each attempt bounded by `connect_timeout_ms`) until it connects or is stopped, and reports not
-ready meanwhile.
+ready meanwhile. If the brokers refuse it (an authorisation failure: retrying cannot help),
+`start()` raises instead.
 
 One publisher serves one delivery policy (acks, idempotence, deadline, retries).
 
@@ -66,7 +67,7 @@ from tenacity import (
 
 from app import metrics
 from app.config import KafkaSettings, PolicyName
-from app.kafka import errors, options
+from app.kafka import access, errors, options
 from app.kafka.messages import OutgoingMessage
 from app.kafka.receipts import DeliveryReceipt, TimestampType
 from app.kafka.retry import KafkajsWait, connect_until_stopped
@@ -114,6 +115,7 @@ class KafkaPublisher:
         self._producer: Any = None
         self._ready = asyncio.Event()
         self._reconnect_task: asyncio.Task[None] | None = None
+        self._connect_error: BaseException | None = None  # of the last failed attempt
         # One transaction at a time per transactional producer (aiokafka's rule).
         self._transaction_lock = asyncio.Lock()
         self._awaiting_ack = 0
@@ -154,11 +156,18 @@ class KafkaPublisher:
 
         Raises:
             PublisherStateError: if the publisher was started before.
+            AccessRefused: the brokers refused this client (e.g. it may not use its
+                transactional id); the publisher is stopped.
         """
         if self._state is not PublisherState.NEW:
             raise errors.PublisherStateError(f"publisher '{self.name}' was already started")
         self._enter(PublisherState.CONNECTING)
         if not await self._connect_once():
+            error = self._connect_error
+            refused = access.refusal(error, self._settings.security) if error else None
+            if refused is not None:
+                self._state = PublisherState.STOPPED
+                raise refused
             logger.warning(
                 "publisher %s: no broker reachable; retrying in the background", self.name
             )
@@ -201,6 +210,7 @@ class KafkaPublisher:
                 await producer.start()
         except (KafkaError, OSError, TimeoutError) as exc:
             logger.warning("publisher %s: connect failed: %s", self.name, type(exc).__name__)
+            self._connect_error = exc
             await self._close(producer, flush=False)
             return False
         except asyncio.CancelledError:

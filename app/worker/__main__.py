@@ -2,7 +2,8 @@
 
 SIGTERM or SIGINT stops it gracefully (the record in hand finishes, its offset is committed,
 the worker leaves its consumer group); exit status 0. Status 2: invalid settings; 1: it could
-not start, or its loop failed.
+not start (Kafka refused it, or did not answer within WORKER__START_TIMEOUT_MS), or its loop
+failed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app import metrics
 from app.config import Settings, SettingsError, load_settings
+from app.kafka import access
 from app.worker.consumer import VerificationEmailWorker
 
 logger = logging.getLogger("app.worker")
@@ -45,6 +47,9 @@ async def run(settings: Settings) -> int:
 async def _run_worker(worker: VerificationEmailWorker, stop: asyncio.Event) -> int:
     try:
         await worker.start()
+    except access.AccessRefused as error:
+        logger.error("the worker could not start: %s", error)
+        return 1
     except (TimeoutError, KafkaError, SQLAlchemyError, OSError) as error:
         logger.error("the worker could not start: %r", error)
         return 1

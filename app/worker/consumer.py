@@ -74,7 +74,7 @@ from tenacity import (
 
 from app import metrics
 from app.config import Settings
-from app.kafka import options
+from app.kafka import access, options
 from app.worker import messages
 from app.worker.handled import HandledEvents
 from app.worker.mailer import Mailer, SendError, build_email, make_mailer
@@ -144,6 +144,7 @@ class VerificationEmailWorker:
         """Open the database, connect to Kafka and join the group, within START_TIMEOUT_MS.
 
         Raises:
+            AccessRefused: Kafka refused the worker (credentials, TLS trust, ACLs).
             TimeoutError, KafkaError, SQLAlchemyError, OSError: it could not start; whatever
                 was opened is closed again.
         """
@@ -155,6 +156,8 @@ class VerificationEmailWorker:
         try:
             async with asyncio.timeout(worker.start_timeout_ms / 1000):
                 await self._handled.open()
+                # tells a refusal from an outage, which aiokafka's start cannot
+                await access.check(kafka, client_id=worker.client_id)
                 self._producer = AIOKafkaProducer(
                     **client,
                     client_id=f"{worker.client_id}-producer",
@@ -177,9 +180,11 @@ class VerificationEmailWorker:
                     max_poll_interval_ms=worker.max_poll_interval_ms,
                 )
                 await self._consumer.start()
-        except BaseException:
+        except BaseException as error:
             await self._close()
             self._state = WorkerState.STOPPED
+            if isinstance(error, KafkaError) and (refused := access.refusal(error, kafka.security)):
+                raise refused from None
             raise
         self._state = WorkerState.RUNNING
         self._task = asyncio.create_task(self._run(), name="verification-email-worker")

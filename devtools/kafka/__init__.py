@@ -7,6 +7,11 @@ No Docker needed: a JDK 17+ and Maven (for the first fetch) are enough. Library 
     with KafkaCluster(tmp_path / "kafka", nodes=3) as cluster:
         ... cluster.bootstrap_servers ...
 
+    # SASL_SSL (SCRAM-SHA-256/512, a throwaway CA) beside the plaintext listener
+    secure = SecureListeners(users={"api": "api-secret"})
+    with KafkaCluster(tmp_path / "kafka", secure=secure) as cluster:
+        ... cluster.sasl_ssl_bootstrap_servers, cluster.ca_file ...
+
 Command line: ``python -m devtools.kafka --help``. The contract is in ``cluster.py``.
 """
 
@@ -20,6 +25,7 @@ from devtools.kafka.cluster import (
     KafkaFetchError,
     KafkaToolError,
     NodeStatus,
+    SecureListeners,
     ensure_libs,
     new_cluster_id,
     resolve_version,
@@ -35,6 +41,7 @@ __all__ = [
     "KafkaFetchError",
     "KafkaToolError",
     "NodeStatus",
+    "SecureListeners",
     "ensure_libs",
     "new_cluster_id",
     "resolve_version",

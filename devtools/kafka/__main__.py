@@ -4,6 +4,7 @@ Commands::
 
     fetch    [--version V]                  download the broker jars (Maven Central)
     start    [--nodes 1|3] [--dir D] [--port P] [--version V] [--heap-mb M] [--reset]
+             [--scram-user NAME:PASSWORD ...] [--sasl-plaintext]
                                             start in the background and return
     run      (same options as start)        start, block until Ctrl-C / SIGTERM, then stop
     stop     [--dir D]                      stop every node
@@ -16,6 +17,9 @@ Run it from the repository root (the project is not installed as a package).
 ``--dir`` defaults to ``<repo>/.kafka/dev``; a relative ``--dir`` is relative to the current
 directory. ``--port`` is node 1's client port (default 9092); node i uses ``port + 2*(i-1)``
 for clients and the next port for its controller; ``--port 0`` picks free ports.
+``--scram-user`` (repeatable) adds a SASL_SSL listener per node (SCRAM-SHA-256/512, a throwaway
+CA; ``--sasl-plaintext`` adds a SASL_PLAINTEXT one too) on the ports after the plaintext ones;
+the users are created on the first start of a directory only (see ``cluster.py``).
 Exit status: 0 on success, 1 on an error (one line on stderr; ``-v`` adds details such as the
 tail of a broker log), 130 if interrupted.
 """
@@ -40,6 +44,7 @@ from devtools.kafka.cluster import (
     SUPPORTED_NODE_COUNTS,
     KafkaCluster,
     KafkaToolError,
+    SecureListeners,
     ensure_libs,
     resolve_version,
 )
@@ -73,7 +78,22 @@ def _reset_dir(workdir: Path) -> None:
         raise KafkaToolError(f"refusing to delete {workdir}: it holds no cluster.json")
 
 
+def _secure_listeners(args: argparse.Namespace) -> SecureListeners | None:
+    if not args.scram_user:
+        if args.sasl_plaintext:
+            raise KafkaToolError("--sasl-plaintext needs at least one --scram-user")
+        return None
+    users = {}
+    for spec in args.scram_user:
+        name, sep, password = spec.partition(":")
+        if not sep:
+            raise KafkaToolError(f"--scram-user {spec!r}: give NAME:PASSWORD")
+        users[name] = password
+    return SecureListeners(users=users, sasl_plaintext=args.sasl_plaintext)
+
+
 def _new_cluster(args: argparse.Namespace) -> KafkaCluster:
+    secure = _secure_listeners(args)
     if args.reset:
         _reset_dir(args.dir)
     return KafkaCluster(
@@ -82,12 +102,18 @@ def _new_cluster(args: argparse.Namespace) -> KafkaCluster:
         version=args.version,
         broker_port=args.port or None,
         heap_mb=args.heap_mb,
+        secure=secure,
     )
 
 
 def _start(cluster: KafkaCluster, timeout: float) -> None:
     cluster.start(timeout=timeout)  # logs "N nodes ready in X s" (fetch time excluded)
     _out(f"bootstrap servers: {cluster.bootstrap_servers}")
+    if cluster.secure is not None:
+        _out(f"SASL_SSL bootstrap servers: {cluster.sasl_ssl_bootstrap_servers}")
+        if cluster.secure.sasl_plaintext:
+            _out(f"SASL_PLAINTEXT bootstrap servers: {cluster.sasl_plaintext_bootstrap_servers}")
+        _out(f"CA certificate (KAFKA__SECURITY__SSL_CAFILE): {cluster.ca_file}")
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -196,6 +222,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"  (controller {s.controller_address})"
         )
     _out(f"bootstrap servers: {cluster.bootstrap_servers}")
+    if cluster.secure is not None:
+        _out(f"SASL_SSL bootstrap servers: {cluster.sasl_ssl_bootstrap_servers}")
     return 0
 
 
@@ -254,6 +282,18 @@ def _build_parser() -> argparse.ArgumentParser:
         p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness")
         p.add_argument(
             "--reset", action="store_true", help="delete the (stopped) cluster's data first"
+        )
+        p.add_argument(
+            "--scram-user",
+            action="append",
+            metavar="NAME:PASSWORD",
+            help="add a SASL_SSL listener (SCRAM-SHA-256/512, throwaway CA) with this user; "
+            "repeatable; users are created on a directory's first start only",
+        )
+        p.add_argument(
+            "--sasl-plaintext",
+            action="store_true",
+            help="with --scram-user: a SASL_PLAINTEXT listener too",
         )
 
     p = add("stop", cmd_stop, "stop every node")

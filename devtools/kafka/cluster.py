@@ -39,6 +39,18 @@ Contract
   Pass ``extra_properties={"broker.session.timeout.ms": "3000",
   "broker.heartbeat.interval.ms": "500"}`` for quicker fault tests. Stopping a whole 3-node
   cluster takes about 5 s: the last KRaft leader waits that long to resign gracefully.
+* Secured listeners (opt-in, ``secure=SecureListeners(users={...})``): besides the plaintext
+  listener every node serves SASL_SSL (and, if asked, SASL_PLAINTEXT) for clients, both with
+  SCRAM-SHA-256 and SCRAM-SHA-512. The users are created when the storage is formatted
+  (``kafka-storage format --add-scram``), so only on the first start of a workdir. TLS uses a
+  throwaway CA and a server certificate for 127.0.0.1 and localhost, generated with trustme into
+  ``<workdir>/tls`` on the first start and kept across restarts; clients trust
+  ``KafkaCluster.ca_file``. The broker reads them as PEM files (``ssl.keystore.type=PEM``):
+  ``tls/server.pem`` holds the key (unencrypted PKCS#8) and the certificate chain. Brokers and
+  controllers still talk to each other in plaintext. With ``broker_port=P`` the secured ports
+  follow all the plaintext ones: node i's SASL_SSL port is ``P + 2*N + k*(i-1)`` (N nodes, k = 1
+  or 2 secured listeners), its SASL_PLAINTEXT port the next one. Ready then also means each
+  node's SASL_SSL listener answers a metadata request as the first user.
 * Every wait is bounded and polls with short sleeps. Expected failures raise ``KafkaToolError``
   subclasses; the first line of the message is a one-line summary, further lines (if any) are
   details such as the tail of a node's log.
@@ -60,6 +72,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -80,6 +93,7 @@ __all__ = [
     "KafkaFetchError",
     "KafkaToolError",
     "NodeStatus",
+    "SecureListeners",
     "ensure_libs",
     "new_cluster_id",
     "resolve_version",
@@ -112,6 +126,10 @@ _LOG_TAIL_LINES = 40
 _PROBE_TIMEOUT_S = 5.0  # one metadata round trip to a local broker; generous on a loaded machine
 _HOST = "127.0.0.1"
 _VERSION_RE = re.compile(r"[0-9][0-9A-Za-z.\-]*")
+# kafka-storage's --add-scram value is "MECHANISM=[name=...,password=...]": keep both plain.
+_CREDENTIAL_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+_TLS_DIR = "tls"
 
 _T = TypeVar("_T")
 
@@ -140,10 +158,38 @@ class NodeStatus:
 
 
 @dataclass(frozen=True)
+class SecureListeners:
+    """Client listeners with SASL/SCRAM besides the plaintext one (see the module docstring).
+
+    ``users`` maps SCRAM user names to passwords (1-64 of ``A-Z a-z 0-9 . _ -``); each user
+    gets SCRAM-SHA-256 and SCRAM-SHA-512 credentials. SASL_SSL is always served;
+    SASL_PLAINTEXT only with ``sasl_plaintext=True``.
+    """
+
+    users: Mapping[str, str]
+    sasl_plaintext: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.users:
+            raise ValueError("secured listeners need at least one SCRAM user")
+        for name, password in self.users.items():
+            if not (_CREDENTIAL_RE.fullmatch(name) and _CREDENTIAL_RE.fullmatch(password)):
+                raise ValueError(
+                    f"SCRAM user {name!r}: names and passwords are 1-64 of A-Z a-z 0-9 . _ -"
+                )
+
+    @property
+    def listener_count(self) -> int:
+        return 2 if self.sasl_plaintext else 1
+
+
+@dataclass(frozen=True)
 class _NodeSpec:
     node_id: int
     broker_port: int
     controller_port: int
+    sasl_ssl_port: int | None = None
+    sasl_plaintext_port: int | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,6 +466,10 @@ def _pick_free_ports(count: int) -> list[int]:
     return picked
 
 
+def _optional_int(value: object) -> int | None:
+    return None if value is None else int(str(value))
+
+
 def _pid_is_kafka_node(pid: int, properties: Path) -> bool:
     """Is ``pid`` a live JVM running ``kafka.Kafka`` with this node's properties file?
 
@@ -450,15 +500,22 @@ def _run_in_worker_thread(factory: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
         return pool.submit(lambda: asyncio.run(factory())).result()
 
 
-async def _probe_brokers(addresses: Sequence[str], limit_s: float) -> dict[str, set[int] | str]:
-    """Ask each address (separately) for cluster metadata: broker ids seen, or an error text."""
+async def _probe_brokers(
+    addresses: Sequence[str], limit_s: float, client_options: Mapping[str, Any] | None = None
+) -> dict[str, set[int] | str]:
+    """Ask each address (separately) for cluster metadata: broker ids seen, or an error text.
+
+    ``client_options``: aiokafka's security arguments, for a secured listener.
+    """
     # Imported here: fetching jars or reading status must not need aiokafka.
     from aiokafka import AIOKafkaClient  # type: ignore[import-untyped]
     from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
     async def probe(address: str) -> set[int] | str:
         client: Any = AIOKafkaClient(
-            bootstrap_servers=address, request_timeout_ms=int(limit_s * 1000)
+            bootstrap_servers=address,
+            request_timeout_ms=int(limit_s * 1000),
+            **(client_options or {}),
         )
         try:
             async with asyncio.timeout(limit_s):
@@ -473,6 +530,30 @@ async def _probe_brokers(addresses: Sequence[str], limit_s: float) -> dict[str, 
 
     results = await asyncio.gather(*(probe(a) for a in addresses))
     return dict(zip(addresses, results, strict=True))
+
+
+def _write_tls_material(directory: Path) -> None:
+    """A throwaway CA (``ca.pem``) and a server certificate for 127.0.0.1 and localhost.
+
+    ``server.pem`` holds the key as unencrypted PKCS#8 (what Kafka's PEM key store reads)
+    followed by the certificate chain. Written atomically, so a half-written set never exists.
+    """
+    # Imported here: only secured clusters need them (dev dependencies).
+    import trustme
+    from cryptography.hazmat.primitives import serialization
+
+    ca = trustme.CA(organization_name="kafka-events test CA")
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    key = serialization.load_pem_private_key(server.private_key_pem.bytes(), password=None)
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    chain = b"".join(blob.bytes() for blob in server.cert_chain_pems)
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_atomic(directory / "server.pem", (pkcs8 + chain).decode("ascii"))
+    _write_atomic(directory / "ca.pem", ca.cert_pem.bytes().decode("ascii"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -497,6 +578,7 @@ class KafkaCluster:
         min_insync_replicas: int | None = None,
         extra_properties: Mapping[str, str] | None = None,
         libs_root: Path = DEFAULT_LIBS_ROOT,
+        secure: SecureListeners | None = None,
     ) -> None:
         if nodes not in SUPPORTED_NODE_COUNTS:
             raise ValueError(f"nodes must be one of {SUPPORTED_NODE_COUNTS}, not {nodes}")
@@ -505,15 +587,25 @@ class KafkaCluster:
         min_isr = min_insync_replicas if min_insync_replicas is not None else min(2, nodes)
         if not 1 <= min_isr <= nodes:
             raise ValueError(f"min_insync_replicas must be within 1..{nodes}, not {min_isr}")
+        secured = secure.listener_count if secure is not None else 0
         if broker_port is None:
-            ports = _pick_free_ports(2 * nodes)
-            specs = [_NodeSpec(i + 1, ports[2 * i], ports[2 * i + 1]) for i in range(nodes)]
+            ports = _pick_free_ports((2 + secured) * nodes)
+            plain, extra = ports[: 2 * nodes], ports[2 * nodes :]
         else:
-            if not 1024 <= broker_port <= 65535 - 2 * nodes:
+            if not 1024 <= broker_port <= 65535 - (2 + secured) * nodes:
                 raise ValueError(f"broker_port {broker_port} out of range")
-            specs = [
-                _NodeSpec(i + 1, broker_port + 2 * i, broker_port + 2 * i + 1) for i in range(nodes)
-            ]
+            plain = list(range(broker_port, broker_port + 2 * nodes))
+            extra = list(range(broker_port + 2 * nodes, broker_port + (2 + secured) * nodes))
+        specs = [
+            _NodeSpec(
+                i + 1,
+                plain[2 * i],
+                plain[2 * i + 1],
+                sasl_ssl_port=extra[secured * i] if secured else None,
+                sasl_plaintext_port=extra[secured * i + 1] if secured == 2 else None,
+            )
+            for i in range(nodes)
+        ]
         self._workdir = workdir.expanduser().resolve()
         self._version = resolve_version(version)
         self._specs = {spec.node_id: spec for spec in specs}
@@ -521,6 +613,7 @@ class KafkaCluster:
         self._min_isr = min_isr
         self._extra = {str(k): str(v) for k, v in (extra_properties or {}).items()}
         self._libs_root = libs_root.expanduser().resolve()
+        self._secure = secure
         self._cluster_id = new_cluster_id()
         # JVMs this process started: used to reap them and to read their exit codes. Nodes
         # started by other processes are tracked through their pid files only.
@@ -545,9 +638,16 @@ class KafkaCluster:
             if state["format"] != _STATE_FORMAT:
                 raise KafkaClusterError(f"{path} has unknown format {state['format']!r}")
             specs = [
-                _NodeSpec(int(n["node_id"]), int(n["broker_port"]), int(n["controller_port"]))
+                _NodeSpec(
+                    int(n["node_id"]),
+                    int(n["broker_port"]),
+                    int(n["controller_port"]),
+                    sasl_ssl_port=_optional_int(n.get("sasl_ssl_port")),
+                    sasl_plaintext_port=_optional_int(n.get("sasl_plaintext_port")),
+                )
                 for n in state["nodes"]
             ]
+            secure = state.get("secure")  # absent unless the cluster has secured listeners
             cluster = cls(
                 workdir,
                 nodes=len(specs),
@@ -557,6 +657,14 @@ class KafkaCluster:
                 min_insync_replicas=int(state["min_insync_replicas"]),
                 extra_properties={str(k): str(v) for k, v in state["extra_properties"].items()},
                 libs_root=Path(state["libs_root"]),
+                secure=(
+                    SecureListeners(
+                        users={str(k): str(v) for k, v in secure["users"].items()},
+                        sasl_plaintext=bool(secure["sasl_plaintext"]),
+                    )
+                    if secure
+                    else None
+                ),
             )
             cluster._specs = {spec.node_id: spec for spec in specs}
             cluster._cluster_id = str(state["cluster_id"])
@@ -565,6 +673,13 @@ class KafkaCluster:
         return cluster
 
     def _state(self) -> dict[str, Any]:
+        # Secured listeners only add keys, so older states stay readable and plain ones unchanged.
+        secured: dict[str, Any] = {}
+        if self._secure is not None:
+            secured["secure"] = {
+                "users": dict(self._secure.users),
+                "sasl_plaintext": self._secure.sasl_plaintext,
+            }
         return {
             "format": _STATE_FORMAT,
             "version": self._version,
@@ -574,11 +689,20 @@ class KafkaCluster:
             "min_insync_replicas": self._min_isr,
             "extra_properties": self._extra,
             "libs_root": str(self._libs_root),
+            **secured,
             "nodes": [
                 {
                     "node_id": s.node_id,
                     "broker_port": s.broker_port,
                     "controller_port": s.controller_port,
+                    **{
+                        name: port
+                        for name, port in (
+                            ("sasl_ssl_port", s.sasl_ssl_port),
+                            ("sasl_plaintext_port", s.sasl_plaintext_port),
+                        )
+                        if port is not None
+                    },
                 }
                 for s in self._specs.values()
             ],
@@ -596,6 +720,9 @@ class KafkaCluster:
                 )
             # Its data directories were formatted with that id; a new id would be refused.
             self._cluster_id = previous._cluster_id
+        if self._secure is not None and not (self.tls_dir / "server.pem").is_file():
+            # Kept across restarts: clients keep trusting the same CA.
+            _write_tls_material(self.tls_dir)
         for node_id in self.node_ids:
             self.data_dir(node_id).mkdir(parents=True, exist_ok=True)
             _write_atomic(
@@ -637,6 +764,39 @@ class KafkaCluster:
     def broker_address(self, node_id: int) -> str:
         return f"{_HOST}:{self._spec(node_id).broker_port}"
 
+    @property
+    def secure(self) -> SecureListeners | None:
+        return self._secure
+
+    def _secured_port(self, node_id: int, protocol: str) -> int:
+        spec = self._spec(node_id)
+        port = spec.sasl_ssl_port if protocol == "SASL_SSL" else spec.sasl_plaintext_port
+        if port is None:
+            raise KafkaClusterError(f"this cluster has no {protocol} listener")
+        return port
+
+    def sasl_ssl_address(self, node_id: int) -> str:
+        return f"{_HOST}:{self._secured_port(node_id, 'SASL_SSL')}"
+
+    @property
+    def sasl_ssl_bootstrap_servers(self) -> str:
+        """The SASL_SSL client listeners of all nodes (KafkaClusterError if there are none)."""
+        return ",".join(self.sasl_ssl_address(n) for n in self.node_ids)
+
+    @property
+    def sasl_plaintext_bootstrap_servers(self) -> str:
+        """The SASL_PLAINTEXT client listeners (KafkaClusterError if there are none)."""
+        return ",".join(f"{_HOST}:{self._secured_port(n, 'SASL_PLAINTEXT')}" for n in self.node_ids)
+
+    @property
+    def tls_dir(self) -> Path:
+        return self._workdir / _TLS_DIR
+
+    @property
+    def ca_file(self) -> Path:
+        """The PEM certificate of the CA that signed the brokers' certificates."""
+        return self.tls_dir / "ca.pem"
+
     def controller_address(self, node_id: int) -> str:
         return f"{_HOST}:{self._spec(node_id).controller_port}"
 
@@ -661,17 +821,24 @@ class KafkaCluster:
         count = len(self._specs)
         voters = ",".join(f"{s.node_id}@{_HOST}:{s.controller_port}" for s in self._specs.values())
         internal_isr = str(min(2, count))
+        # name -> port of the client listeners; the controller's is added to `listeners` only
+        clients = {"PLAINTEXT": spec.broker_port}
+        if spec.sasl_ssl_port is not None:
+            clients["SASL_SSL"] = spec.sasl_ssl_port
+        if spec.sasl_plaintext_port is not None:
+            clients["SASL_PLAINTEXT"] = spec.sasl_plaintext_port
+        advertised = ",".join(f"{name}://{_HOST}:{port}" for name, port in clients.items())
         props = {
             "process.roles": "broker,controller",
             "node.id": str(spec.node_id),
             "controller.quorum.voters": voters,
-            "listeners": (
-                f"PLAINTEXT://{_HOST}:{spec.broker_port},CONTROLLER://{_HOST}:{spec.controller_port}"
-            ),
-            "advertised.listeners": f"PLAINTEXT://{_HOST}:{spec.broker_port}",
+            "listeners": f"{advertised},CONTROLLER://{_HOST}:{spec.controller_port}",
+            "advertised.listeners": advertised,
             "inter.broker.listener.name": "PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": ",".join(
+                ["CONTROLLER:PLAINTEXT", *(f"{name}:{name}" for name in clients)]
+            ),
             "log.dirs": str(self.data_dir(node_id)),
             "num.partitions": "1" if count == 1 else "3",
             "default.replication.factor": str(count),
@@ -701,8 +868,53 @@ class KafkaCluster:
             # The cleaner's dedupe buffer (128 MiB by default) lives on the heap.
             "log.cleaner.dedupe.buffer.size": "16777216",
         }
+        if self._secure is not None:
+            props.update(self._secure_properties([name for name in clients if name != "PLAINTEXT"]))
         props.update(self._extra)
         return props
+
+    def _secure_properties(self, listeners: Sequence[str]) -> dict[str, str]:
+        """SCRAM on the secured listeners, TLS from the PEM files in ``tls_dir``."""
+        props = {"sasl.enabled.mechanisms": ",".join(SCRAM_MECHANISMS)}
+        for listener in listeners:
+            for mechanism in SCRAM_MECHANISMS:
+                # The server side of SCRAM needs a login module; the credentials themselves
+                # come from the cluster metadata (created at format time).
+                props[f"listener.name.{listener.lower()}.{mechanism.lower()}.sasl.jaas.config"] = (
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                )
+        props.update(
+            {
+                "ssl.keystore.type": "PEM",
+                "ssl.keystore.location": str(self.tls_dir / "server.pem"),
+                "ssl.truststore.type": "PEM",
+                "ssl.truststore.location": str(self.ca_file),
+                "ssl.client.auth": "none",
+            }
+        )
+        return props
+
+    def _scram_arguments(self) -> list[str]:
+        """``--add-scram`` arguments of kafka-storage format: every user, every mechanism."""
+        if self._secure is None:
+            return []
+        return [
+            f"--add-scram={mechanism}=[name={name},password={password}]"
+            for name, password in self._secure.users.items()
+            for mechanism in SCRAM_MECHANISMS
+        ]
+
+    def _probe_options(self) -> dict[str, Any]:
+        """aiokafka arguments to reach the SASL_SSL listener as the first SCRAM user."""
+        assert self._secure is not None
+        name, password = next(iter(self._secure.users.items()))
+        return {
+            "security_protocol": "SASL_SSL",
+            "ssl_context": ssl.create_default_context(cafile=self.ca_file),
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": name,
+            "sasl_plain_password": password,
+        }
 
     # ---- processes ------------------------------------------------------------------------
 
@@ -764,7 +976,15 @@ class KafkaCluster:
 
     def _check_ports_free(self, node_id: int) -> None:
         spec = self._spec(node_id)
-        for port, role in ((spec.broker_port, "client"), (spec.controller_port, "controller")):
+        ports = [
+            (spec.broker_port, "client"),
+            (spec.controller_port, "controller"),
+            (spec.sasl_ssl_port, "SASL_SSL"),
+            (spec.sasl_plaintext_port, "SASL_PLAINTEXT"),
+        ]
+        for port, role in ports:
+            if port is None:
+                continue
             if not _port_is_free(port):
                 raise KafkaClusterError(
                     f"port {_HOST}:{port} (node {node_id} {role} listener) is already in use; "
@@ -785,6 +1005,7 @@ class KafkaCluster:
                 "--ignore-formatted",  # keeps the data of a previous run in this workdir
                 # one argument, so even an id starting with "-" (from an older state) is a value
                 f"--cluster-id={self._cluster_id}",
+                *self._scram_arguments(),
                 "-c",
                 str(self.properties_path(n)),
             )
@@ -873,6 +1094,13 @@ class KafkaCluster:
                 seen = _run_in_worker_thread(
                     functools.partial(_probe_brokers, addresses, probe_timeout)
                 )
+                if self._secure is not None:
+                    secured = [self.sasl_ssl_address(n) for n in started]
+                    seen |= _run_in_worker_thread(
+                        functools.partial(
+                            _probe_brokers, secured, probe_timeout, self._probe_options()
+                        )
+                    )
                 problems = []
                 for address, answer in seen.items():
                     if isinstance(answer, str):

@@ -37,6 +37,7 @@ from devtools.kafka import (
     KafkaCluster,
     KafkaClusterError,
     KafkaToolError,
+    SecureListeners,
     new_cluster_id,
     resolve_version,
 )
@@ -111,6 +112,64 @@ def test_explicit_ports_follow_the_documented_scheme(tmp_path: Path) -> None:
     assert props["transaction.state.log.min.isr"] == "2"
     assert props["unclean.leader.election.enable"] == "false"
     assert KafkaCluster(tmp_path, broker_port=9092).bootstrap_servers == "127.0.0.1:9092"
+
+
+def test_secured_listeners_take_the_ports_after_the_plaintext_ones(tmp_path: Path) -> None:
+    secure = SecureListeners(users={"api": "api-secret"}, sasl_plaintext=True)
+    cluster = KafkaCluster(tmp_path, nodes=3, broker_port=9092, secure=secure)
+
+    assert cluster.bootstrap_servers == "127.0.0.1:9092,127.0.0.1:9094,127.0.0.1:9096"
+    assert cluster.sasl_ssl_bootstrap_servers == "127.0.0.1:9098,127.0.0.1:9100,127.0.0.1:9102"
+    assert cluster.sasl_plaintext_bootstrap_servers == (
+        "127.0.0.1:9099,127.0.0.1:9101,127.0.0.1:9103"
+    )
+    props = cluster.node_properties(2)
+    assert props["listeners"] == (
+        "PLAINTEXT://127.0.0.1:9094,SASL_SSL://127.0.0.1:9100,"
+        "SASL_PLAINTEXT://127.0.0.1:9101,CONTROLLER://127.0.0.1:9095"
+    )
+    assert props["listener.security.protocol.map"] == (
+        "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SASL_PLAINTEXT:SASL_PLAINTEXT"
+    )
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-256,SCRAM-SHA-512"
+    assert props["ssl.keystore.type"] == "PEM"
+    assert props["ssl.truststore.location"] == str(cluster.ca_file)
+    assert cluster._scram_arguments() == [
+        "--add-scram=SCRAM-SHA-256=[name=api,password=api-secret]",
+        "--add-scram=SCRAM-SHA-512=[name=api,password=api-secret]",
+    ]
+
+
+def test_secured_listeners_and_their_ca_survive_a_load(tmp_path: Path) -> None:
+    secure = SecureListeners(users={"api": "api-secret"})
+    cluster = KafkaCluster(tmp_path / "secured", secure=secure)
+    cluster._prepare_workdir()  # what start() writes before formatting
+    ca = cluster.ca_file.read_bytes()
+
+    loaded = KafkaCluster.load(cluster.workdir)
+    loaded._prepare_workdir()
+
+    assert loaded.secure == secure
+    assert loaded.sasl_ssl_bootstrap_servers == cluster.sasl_ssl_bootstrap_servers
+    assert loaded.ca_file.read_bytes() == ca  # clients keep trusting the same CA
+    assert b"BEGIN PRIVATE KEY" in (cluster.tls_dir / "server.pem").read_bytes()
+    plain = KafkaCluster(tmp_path / "plain")
+    plain._prepare_workdir()
+    state = json.loads((plain.workdir / "cluster.json").read_text())
+    assert "secure" not in state
+    assert set(state["nodes"][0]) == {"node_id", "broker_port", "controller_port"}
+
+
+def test_secured_listeners_are_opt_in_and_validated(tmp_path: Path) -> None:
+    plain = KafkaCluster(tmp_path, broker_port=9092)
+    with pytest.raises(KafkaClusterError, match="no SASL_SSL listener"):
+        _ = plain.sasl_ssl_bootstrap_servers
+    assert not any(key.startswith(("sasl.", "ssl.")) for key in plain.node_properties(1))
+    with pytest.raises(ValueError, match="at least one SCRAM user"):
+        SecureListeners(users={})
+    with pytest.raises(ValueError, match="names and passwords"):
+        SecureListeners(users={"api": "has,comma"})
 
 
 def test_settings_are_validated(tmp_path: Path) -> None:

@@ -5,8 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trustme
+from cryptography.hazmat.primitives import serialization
 
-from app.config import Acks, Partitioner, PolicyName, SettingsError, load_settings
+from app.config import (
+    Acks,
+    Partitioner,
+    PolicyName,
+    SaslMechanism,
+    SettingsError,
+    load_settings,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -144,3 +153,131 @@ def test_gzip_compression_needs_no_extra(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("KAFKA__PRODUCER__COMPRESSION_TYPE", "gzip")
 
     assert load_settings().kafka.producer.compression_type is not None
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> dict[str, Path]:
+    """A CA, and a client certificate with its key in the clear and encrypted ("key-pw")."""
+    ca = trustme.CA()
+    client = ca.issue_cert("client@example.com")
+    key = serialization.load_pem_private_key(client.private_key_pem.bytes(), password=None)
+    files = {name: tmp_path / f"{name}.pem" for name in ("ca", "cert", "key", "encrypted_key")}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    client.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    client.private_key_pem.write_to_path(str(files["key"]))
+    files["encrypted_key"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"key-pw"),
+        )
+    )
+    (tmp_path / "not-pem.txt").write_text("hello\n")
+    files["not_pem"] = tmp_path / "not-pem.txt"
+    return files
+
+
+def _secure(monkeypatch: pytest.MonkeyPatch, protocol: str, **values: object) -> None:
+    monkeypatch.setenv("KAFKA__SECURITY__PROTOCOL", protocol)
+    for name, value in values.items():
+        monkeypatch.setenv(f"KAFKA__SECURITY__{name.upper()}", str(value))
+
+
+def test_sasl_ssl_with_scram_and_a_private_ca(
+    monkeypatch: pytest.MonkeyPatch, tls_files: dict[str, Path]
+) -> None:
+    _secure(
+        monkeypatch,
+        "SASL_SSL",
+        sasl_username="api",
+        sasl_password="s3cret",
+        ssl_cafile=tls_files["ca"],
+    )
+
+    security = load_settings().kafka.security
+
+    assert (security.uses_sasl, security.uses_ssl) == (True, True)
+    assert security.sasl_mechanism is SaslMechanism.SCRAM_SHA_512
+    assert security.ssl_cafile == tls_files["ca"]
+
+
+def test_sasl_ssl_without_a_ca_file_trusts_the_system_cas(monkeypatch: pytest.MonkeyPatch) -> None:
+    _secure(monkeypatch, "SASL_SSL", sasl_username="api", sasl_password="s3cret")
+
+    assert load_settings().kafka.security.ssl_cafile is None
+
+
+@pytest.mark.parametrize(
+    ("protocol", "values", "fragment"),
+    [
+        # credentials that would silently not be used
+        (
+            "PLAINTEXT",
+            {"sasl_username": "api", "sasl_password": "s3cret"},
+            "KAFKA__SECURITY__SASL_USERNAME, KAFKA__SECURITY__SASL_PASSWORD set, but "
+            "KAFKA__SECURITY__PROTOCOL=PLAINTEXT does not use them",
+        ),
+        (
+            "SSL",
+            {"sasl_password": "s3cret"},
+            "KAFKA__SECURITY__SASL_PASSWORD set, but KAFKA__SECURITY__PROTOCOL=SSL does not use it",
+        ),
+        # a CA that would silently not be used: the connection would not be encrypted
+        (
+            "SASL_PLAINTEXT",
+            {"sasl_username": "api", "sasl_password": "s3cret", "ssl_cafile": "ca"},
+            "KAFKA__SECURITY__SSL_CAFILE set, but KAFKA__SECURITY__PROTOCOL=SASL_PLAINTEXT",
+        ),
+        ("SSL", {"ssl_cafile": "not_pem"}, "is not a PEM CA bundle"),
+        ("SSL", {"ssl_key_password": "key-pw"}, "SSL_KEY_PASSWORD needs"),
+        ("SSL", {"ssl_certfile": "cert"}, "needs both"),
+        # an encrypted key without its password: an error, not a password prompt
+        (
+            "SSL",
+            {"ssl_certfile": "cert", "ssl_keyfile": "encrypted_key"},
+            "cannot load the client certificate and key",
+        ),
+        (
+            "SSL",
+            {"ssl_certfile": "cert", "ssl_keyfile": "encrypted_key", "ssl_key_password": "wrong"},
+            "cannot load the client certificate and key",
+        ),
+        ("SSL", {"ssl_certfile": "cert", "ssl_keyfile": "ca"}, "cannot load the client"),
+    ],
+)
+def test_security_settings_that_cannot_work_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+    tls_files: dict[str, Path],
+    protocol: str,
+    values: dict[str, str],
+    fragment: str,
+) -> None:
+    files = {name: tls_files.get(value, value) for name, value in values.items()}
+    _secure(monkeypatch, protocol, **files)
+
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+
+    assert fragment in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+    assert "key-pw" not in str(caught.value)
+
+
+@pytest.mark.parametrize("key", ["key", "encrypted_key"])
+def test_a_client_certificate_loads_with_its_key(
+    monkeypatch: pytest.MonkeyPatch, tls_files: dict[str, Path], key: str
+) -> None:
+    password = {"ssl_key_password": "key-pw"} if key == "encrypted_key" else {}
+    _secure(
+        monkeypatch,
+        "SSL",
+        ssl_cafile=tls_files["ca"],
+        ssl_certfile=tls_files["cert"],
+        ssl_keyfile=tls_files[key],
+        **password,
+    )
+
+    security = load_settings().kafka.security
+
+    assert security.ssl_keyfile == tls_files[key]
+    assert security.key_password == password.get("ssl_key_password", "")

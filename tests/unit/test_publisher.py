@@ -24,11 +24,13 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     NotLeaderForPartitionError,
     RequestTimedOutError,
     TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
     UnknownTopicOrPartitionError,
 )
 
 from app.config import KafkaSettings, PoliciesSettings, PolicySettings, ProducerSettings
 from app.kafka import errors
+from app.kafka.access import AccessRefused
 from app.kafka.messages import OutgoingMessage
 from app.kafka.publisher import KafkaPublisher, PublisherState
 
@@ -215,6 +217,21 @@ async def test_unreachable_broker_at_start_leaves_it_connecting_then_it_recovers
     await publisher.stop()
 
     assert receipt.offset == 7
+
+
+async def test_a_refusal_at_start_stops_the_start_instead_of_reconnecting() -> None:
+    denied = TransactionalIdAuthorizationFailed("api-tx")
+    spare = FakeProducer()
+    producer = FakeProducer(start_error=denied)
+    publisher = make_publisher(producer, spare)
+
+    with pytest.raises(AccessRefused, match="not authorised: TransactionalIdAuthorizationFailed"):
+        await publisher.start()
+
+    assert producer.stopped
+    assert publisher.state is PublisherState.STOPPED
+    assert not spare.started  # no reconnection attempt in the background
+    await publisher.stop()
 
 
 class _HangingProducer(FakeProducer):
