@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import uvicorn
 
-from app.config import SettingsError, load_settings
+from app import logs
 from app.main import create_app
 
 
 def main() -> int:
-    try:
-        settings = load_settings()
-    except SettingsError as error:
-        print(error, file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=settings.api.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    settings = logs.start("api")  # exits with status 2 when the settings are invalid
     uvicorn.run(
         create_app(settings),
         host=settings.api.host,
         port=settings.api.port,
-        log_level=settings.api.log_level,
-        log_config=None,
+        # uvicorn's own loggers (start-up, access log, errors) get the same handler and format
+        log_config=logs.logging_config(settings, "api"),
         # in-flight requests finish within their policy's deadline; then the lifespan stops
         timeout_graceful_shutdown=settings.kafka.policies.longest_deadline_ms() // 1000 + 5,
     )

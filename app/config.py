@@ -35,6 +35,7 @@ _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _ORIGIN = re.compile(r"^https?://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:\d{1,5})?$")
 
 PositiveMs = Annotated[int, Field(gt=0)]
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 def _topic_name(value: str) -> str:
@@ -363,7 +364,8 @@ class AdminSettings(_Section):
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, gt=0, lt=65536)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # None: LOG__LEVEL
+    log_level: LogLevel | None = None
     title: str = "Verification email service"
     max_body_bytes: int = Field(default=16384, gt=0)
     # Comma-separated browser origins allowed to call the API; empty = no CORS headers at all.
@@ -451,7 +453,8 @@ class WorkerSettings(_Section):
     commit_timeout_ms: PositiveMs = 10000
     shutdown_timeout_ms: PositiveMs = 30000
     max_poll_interval_ms: PositiveMs = 300000
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # None: LOG__LEVEL
+    log_level: LogLevel | None = None
 
     @model_validator(mode="after")
     def _backoff(self) -> Self:
@@ -461,6 +464,20 @@ class WorkerSettings(_Section):
                 f"WORKER__BACKOFF_MAX_MS ({self.backoff_max_ms})"
             )
         return self
+
+
+class LogFormat(StrEnum):
+    """`text`: one readable line per record; `json`: one JSON object per line."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+class LogSettings(_Section):
+    """Logging of both processes; API__LOG_LEVEL and WORKER__LOG_LEVEL override the level."""
+
+    format: LogFormat = LogFormat.TEXT
+    level: LogLevel = "info"
 
 
 class Settings(BaseSettings):
@@ -479,6 +496,7 @@ class Settings(BaseSettings):
     )
 
     api: ApiSettings = ApiSettings()
+    log: LogSettings = LogSettings()
     kafka: KafkaSettings = KafkaSettings()
     store: StoreSettings = StoreSettings()
     replay: ReplaySettings = ReplaySettings()

@@ -15,7 +15,8 @@ import sys
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.config import Settings, SettingsError, load_settings
+from app import logs
+from app.config import Settings
 from app.worker.consumer import VerificationEmailWorker
 
 logger = logging.getLogger("app.worker")
@@ -48,15 +49,7 @@ async def run(settings: Settings) -> int:
 
 
 def main() -> int:
-    try:
-        settings = load_settings()
-    except SettingsError as error:
-        print(error, file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=settings.worker.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    settings = logs.start("worker")  # exits with status 2 when the settings are invalid
     return asyncio.run(run(settings))
 
 
