@@ -71,6 +71,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from app import logs
 from app.config import Settings
 from app.kafka import options
 from app.worker import messages
@@ -264,8 +265,15 @@ class VerificationEmailWorker:
                 await self._pause_after_failure()
                 continue
             for record in records:
-                if self._stopping.is_set() or not await self._process(record):
+                if self._stopping.is_set():
                     break
+                headers = list(record.headers or ())
+                with logs.bound(
+                    event_id=messages.event_id_of(headers),
+                    correlation_id=messages.correlation_id_of(headers),
+                ):
+                    if not await self._process(record):
+                        break
 
     async def _poll(self) -> list[Any]:
         """The next record(s), or none when stop() is called while waiting."""
@@ -370,6 +378,7 @@ class VerificationEmailWorker:
             return outcome
 
         event_id = event.event_id
+        logs.event_id.set(event_id)  # the value's id, should the header lack it (reset by _run)
         if await self._database(self._handled.get(event_id)) is not None:
             logger.info("event %s (%s): already handled, not sent again", event_id, where)
             outcome = Outcome(ReplyStatus.DUPLICATE, event_id, 0)

@@ -1,4 +1,4 @@
-"""Log formats, and the request and event ids they carry."""
+"""Log formats, the request and event ids they carry, and the correlation id of HTTP requests."""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ import logging
 import pickle
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from app import logs
-from app.config import LogFormat, LogSettings, Settings, WorkerSettings
+from app.config import ApiSettings, LogFormat, LogSettings, Settings, WorkerSettings
+from app.failures.store import MessageStore
+from tests.conftest import RunningApp, closed_port, make_settings, running_app
+
+VALID = {"email": "ada@example.com", "redirect_url": "https://app.example.com/verify"}
 
 
 @pytest.fixture
@@ -151,3 +156,78 @@ def test_the_configuration_can_be_handed_to_worker_processes() -> None:
     assert pickle.loads(pickle.dumps(config)) == config  # noqa: S301
     assert config["formatters"]["default"]["()"] is logs.JsonLineFormatter
     assert config["disable_existing_loggers"] is False
+
+
+# --- HTTP requests ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[RunningApp]:
+    """The app without a broker: each publish fails fast and is recorded in the store."""
+    settings = make_settings(
+        f"127.0.0.1:{closed_port()}",
+        "t-logs",
+        store_url=f"sqlite+aiosqlite:///{tmp_path}/store.db",
+        delivery_timeout_ms=300,
+        connect_timeout_ms=200,
+    )
+    settings = settings.model_copy(update={"api": ApiSettings(max_body_bytes=1024)})
+    async with running_app(settings) as app:
+        yield app
+
+
+async def _stored_headers(store: MessageStore) -> dict[str, bytes]:
+    (record,) = await store.list()
+    return dict(record.headers)
+
+
+async def test_a_request_without_an_id_gets_a_new_one_its_event_carries(
+    running: RunningApp,
+) -> None:
+    response = await running.client.post("/verification-emails", json=VALID)
+
+    assert response.status_code == 503  # no broker: recorded, as published later
+    correlation_id = response.headers[logs.CORRELATION_HEADER]
+    assert uuid.UUID(correlation_id)
+    headers = await _stored_headers(running.state.store)
+    assert headers["correlation_id"] == correlation_id.encode()
+    assert headers["event_id"] == response.json()["event_id"].encode()
+
+
+async def test_a_valid_request_id_is_kept_and_an_invalid_one_replaced(
+    running: RunningApp,
+) -> None:
+    given = await running.client.get("/health/live", headers={"X-Correlation-ID": "req-42"})
+    invalid = await running.client.get(
+        "/health/live", headers={"X-Correlation-ID": "not valid; " + "x" * 100}
+    )
+
+    assert given.headers[logs.CORRELATION_HEADER] == "req-42"
+    assert uuid.UUID(invalid.headers[logs.CORRELATION_HEADER])
+
+
+async def test_refusals_before_the_app_carry_the_id_too(running: RunningApp) -> None:
+    response = await running.client.post(
+        "/verification-emails",
+        content=b"x" * 2000,
+        headers={"content-type": "application/json", "X-Correlation-ID": "req-big"},
+    )
+
+    assert response.status_code == 413
+    assert response.headers[logs.CORRELATION_HEADER] == "req-big"
+
+
+async def test_lines_logged_for_a_request_carry_its_ids(
+    running: RunningApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.handler.addFilter(logs.ContextFilter())
+
+    response = await running.client.post(
+        "/verification-emails", json=VALID, headers={"X-Correlation-ID": "req-7"}
+    )
+
+    event_id = response.json()["event_id"]
+    recorded = [r for r in caplog.records if "recorded as" in r.getMessage()]
+    assert recorded, caplog.text
+    assert all(getattr(r, "correlation_id", None) == "req-7" for r in recorded)
+    assert all(getattr(r, "event_id", None) == event_id for r in recorded)
