@@ -12,6 +12,7 @@ variable and say what to change, e.g.::
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from email.utils import parseaddr
 from enum import StrEnum
 from pathlib import Path
@@ -322,10 +323,27 @@ class ReplySettings(_Section):
     retention_ms: PositiveMs = 3_600_000
 
 
+def url_without_password(url: str) -> str:
+    """`url` with the password of its user info (if any) replaced by `***`.
+
+    Everything up to the last `@` counts as user info, so a password with an unescaped `@`
+    is hidden whole.
+    """
+    scheme, separator, rest = url.partition("://")
+    user_info, at, location = rest.rpartition("@")
+    if not at or ":" not in user_info:
+        return url
+    return f"{scheme}{separator}{user_info.partition(':')[0]}:***@{location}"
+
+
 class StoreSettings(_Section):
     """Where failed and outbox messages are kept until delivered."""
 
     url: str = "sqlite+aiosqlite:///data/messages.db"
+
+    def __repr_args__(self) -> Iterator[tuple[str, str]]:
+        # the URL may hold the database password: repr() and str() show it masked
+        yield "url", url_without_password(self.url)
 
     @field_validator("url")
     @classmethod
