@@ -382,6 +382,8 @@ class AdminSettings(_Section):
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, gt=0, lt=65536)
+    # uvicorn worker processes, each with its own app, producers, relay and rate limiter
+    workers: int = Field(default=1, ge=1, le=64)
     # None: LOG__LEVEL
     log_level: LogLevel | None = None
     title: str = "Verification email service"
@@ -524,6 +526,19 @@ class Settings(BaseSettings):
     reply: ReplySettings = ReplySettings()
     smtp: SmtpSettings = SmtpSettings()
     worker: WorkerSettings = WorkerSettings()
+
+    @model_validator(mode="after")
+    def _transactional_ids_per_process(self) -> Self:
+        if self.api.workers > 1:
+            for name in PolicyName:
+                if self.kafka.policies.get(name).transactional_id is not None:
+                    raise ValueError(
+                        f"API__WORKERS={self.api.workers} with "
+                        f"KAFKA__POLICIES__{name.value.upper()}__TRANSACTIONAL_ID: every worker "
+                        "process would use that id and fence the others. Use API__WORKERS=1 "
+                        "and scale with replicas, each with its own id"
+                    )
+        return self
 
 
 class SettingsError(Exception):

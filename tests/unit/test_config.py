@@ -141,6 +141,17 @@ def test_policies_cannot_share_a_transactional_id(monkeypatch: pytest.MonkeyPatc
         load_settings()
 
 
+def test_several_api_workers_cannot_share_a_transactional_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAFKA__POLICIES__REPLICATED__TRANSACTIONAL_ID", "api-1")
+    assert load_settings().api.workers == 1
+    monkeypatch.setenv("API__WORKERS", "2")
+
+    with pytest.raises(SettingsError, match="every worker process would use that id"):
+        load_settings()
+
+
 def test_gzip_compression_needs_no_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAFKA__PRODUCER__COMPRESSION_TYPE", "gzip")
 
