@@ -4,46 +4,53 @@ the API with uvicorn.
 Exit status: 2 for invalid settings, 1 when Kafka refuses the client (authentication, TLS
 verification), each with a one-line message on stderr. Brokers that do not answer do not stop
 the start-up: the API starts degraded and connects in the background.
+
+With `API__WORKERS=N` (N > 1) uvicorn runs N worker processes on one listening socket. Each
+builds its own application from `app.main:create_app`: it loads the settings itself, and its
+lifespan starts and stops its own producers (one per policy), relay, reply reader and rate
+limiter. Metrics then run in prometheus-client's multiprocess mode, so that `GET /metrics`,
+whichever worker answers it, reports the sum over all of them. SIGTERM to this process stops
+the workers gracefully (in-flight requests finish, then each lifespan flushes and closes its
+producers) and it exits with status 0.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import shutil
 import sys
 
 import uvicorn
 
-from app.config import SettingsError, load_settings
+from app import logs, metrics
 from app.kafka import access
-from app.main import create_app
 
 
 def main() -> int:
-    try:
-        settings = load_settings()
-    except SettingsError as error:
-        print(error, file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=settings.api.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    settings = logs.start("api")  # exits with status 2 when the settings are invalid
     # The lifespan checks too, but a refusal there reaches uvicorn, which logs a traceback.
     try:
         asyncio.run(access.check(settings.kafka, client_id=settings.kafka.producer.client_id))
     except access.AccessRefused as error:
         print(error, file=sys.stderr)
         return 1
-    uvicorn.run(
-        create_app(settings),
-        host=settings.api.host,
-        port=settings.api.port,
-        log_level=settings.api.log_level,
-        log_config=None,
-        # in-flight requests finish within their policy's deadline; then the lifespan stops
-        timeout_graceful_shutdown=settings.kafka.policies.longest_deadline_ms() // 1000 + 5,
-    )
+    shared_metrics = metrics.enter_multiprocess_mode() if settings.api.workers > 1 else None
+    try:
+        uvicorn.run(
+            # an import string: each worker process builds its own app (and its own producers)
+            "app.main:create_app",
+            factory=True,
+            workers=settings.api.workers,
+            host=settings.api.host,
+            port=settings.api.port,
+            # applied by uvicorn in this process and in each worker process it spawns
+            log_config=logs.logging_config(settings, "api"),
+            # in-flight requests finish within their policy's deadline; then the lifespan stops
+            timeout_graceful_shutdown=settings.kafka.policies.longest_deadline_ms() // 1000 + 5,
+        )
+    finally:
+        if shared_metrics is not None:
+            shutil.rmtree(shared_metrics, ignore_errors=True)
     return 0
 
 

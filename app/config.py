@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import ssl
+from collections.abc import Iterator
 from email.utils import parseaddr
 from enum import StrEnum
 from pathlib import Path
@@ -36,6 +37,7 @@ _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _ORIGIN = re.compile(r"^https?://(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:\d{1,5})?$")
 
 PositiveMs = Annotated[int, Field(gt=0)]
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 
 def _topic_name(value: str) -> str:
@@ -375,10 +377,27 @@ class ReplySettings(_Section):
     retention_ms: PositiveMs = 3_600_000
 
 
+def url_without_password(url: str) -> str:
+    """`url` with the password of its user info (if any) replaced by `***`.
+
+    Everything up to the last `@` counts as user info, so a password with an unescaped `@`
+    is hidden whole.
+    """
+    scheme, separator, rest = url.partition("://")
+    user_info, at, location = rest.rpartition("@")
+    if not at or ":" not in user_info:
+        return url
+    return f"{scheme}{separator}{user_info.partition(':')[0]}:***@{location}"
+
+
 class StoreSettings(_Section):
     """Where failed and outbox messages are kept until delivered."""
 
     url: str = "sqlite+aiosqlite:///data/messages.db"
+
+    def __repr_args__(self) -> Iterator[tuple[str, str]]:
+        # the URL may hold the database password: repr() and str() show it masked
+        yield "url", url_without_password(self.url)
 
     @field_validator("url")
     @classmethod
@@ -417,7 +436,10 @@ class AdminSettings(_Section):
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, gt=0, lt=65536)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # uvicorn worker processes, each with its own app, producers, relay and rate limiter
+    workers: int = Field(default=1, ge=1, le=64)
+    # None: LOG__LEVEL
+    log_level: LogLevel | None = None
     title: str = "Verification email service"
     max_body_bytes: int = Field(default=16384, gt=0)
     # Comma-separated browser origins allowed to call the API; empty = no CORS headers at all.
@@ -515,7 +537,8 @@ class WorkerSettings(_Section):
     commit_timeout_ms: PositiveMs = 10000
     shutdown_timeout_ms: PositiveMs = 30000
     max_poll_interval_ms: PositiveMs = 300000
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # None: LOG__LEVEL
+    log_level: LogLevel | None = None
 
     @model_validator(mode="after")
     def _backoff(self) -> Self:
@@ -525,6 +548,20 @@ class WorkerSettings(_Section):
                 f"WORKER__BACKOFF_MAX_MS ({self.backoff_max_ms})"
             )
         return self
+
+
+class LogFormat(StrEnum):
+    """`text`: one readable line per record; `json`: one JSON object per line."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+class LogSettings(_Section):
+    """Logging of both processes; API__LOG_LEVEL and WORKER__LOG_LEVEL override the level."""
+
+    format: LogFormat = LogFormat.TEXT
+    level: LogLevel = "info"
 
 
 class Settings(BaseSettings):
@@ -543,6 +580,7 @@ class Settings(BaseSettings):
     )
 
     api: ApiSettings = ApiSettings()
+    log: LogSettings = LogSettings()
     kafka: KafkaSettings = KafkaSettings()
     store: StoreSettings = StoreSettings()
     replay: ReplaySettings = ReplaySettings()
@@ -553,6 +591,19 @@ class Settings(BaseSettings):
     reply: ReplySettings = ReplySettings()
     smtp: SmtpSettings = SmtpSettings()
     worker: WorkerSettings = WorkerSettings()
+
+    @model_validator(mode="after")
+    def _transactional_ids_per_process(self) -> Self:
+        if self.api.workers > 1:
+            for name in PolicyName:
+                if self.kafka.policies.get(name).transactional_id is not None:
+                    raise ValueError(
+                        f"API__WORKERS={self.api.workers} with "
+                        f"KAFKA__POLICIES__{name.value.upper()}__TRANSACTIONAL_ID: every worker "
+                        "process would use that id and fence the others. Use API__WORKERS=1 "
+                        "and scale with replicas, each with its own id"
+                    )
+        return self
 
 
 class SettingsError(Exception):

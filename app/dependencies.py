@@ -1,4 +1,4 @@
-"""Application-wide dependencies (settings, the per-address rate limiter)."""
+"""Application-wide dependencies (settings, the per-address rate limiter, the correlation id)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app import logs
 from app.config import Settings as SettingsModel
 from app.ratelimit import EmailRateLimiter
 from app.state import AppState
@@ -25,3 +26,11 @@ async def get_rate_limiter(request: Request) -> EmailRateLimiter | None:
 
 
 RateLimiter = Annotated[EmailRateLimiter | None, Depends(get_rate_limiter)]
+
+
+async def get_correlation_id() -> str | None:
+    """The request's correlation id (set by the middleware; None outside a request)."""
+    return logs.correlation_id.get()
+
+
+CorrelationId = Annotated[str | None, Depends(get_correlation_id)]

@@ -15,7 +15,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app import docs, exceptions, metrics
+from app import docs, exceptions, logs, metrics
 from app.config import PolicyName, Settings, VerificationSettings, load_settings
 from app.events import EventBus
 from app.failures.relay import Relay
@@ -134,10 +134,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.api.cors_origin_list,
             allow_methods=["GET", "POST"],
-            allow_headers=["Content-Type"],
+            allow_headers=["Content-Type", logs.CORRELATION_HEADER],
             allow_credentials=False,
-            expose_headers=["Retry-After"],
+            expose_headers=["Retry-After", logs.CORRELATION_HEADER],
         )
+    logs.install(app)  # outermost: every response, a 413 or a CORS preflight too, carries it
     app.include_router(verification_router)
     app.include_router(events_router)
     app.include_router(health_router)

@@ -21,6 +21,8 @@ Contract
 * Authentication: ``trust``, superuser ``postgres``, no password. The server listens on
   127.0.0.1 only, so only this machine's users reach it: a development server, never a
   production one. ``fsync`` is off (a crashed test server is thrown away, not recovered).
+  ``create_role`` adds a login role that must give its password (SCRAM), for tests of code
+  that handles a database password.
 * PostgreSQL refuses to run as root. Run as root, this tool hands ``directory`` to the OS user
   ``postgres`` (created by Debian's package) or else ``nobody``, and runs ``initdb`` and
   ``postgres`` as that user. Every folder above ``directory`` must then be traversable by it
@@ -288,6 +290,25 @@ class PostgresServer:
             if not (exist_ok and "already exists" in str(error)):
                 raise
         return self.url(name)
+
+    def create_role(self, name: str, password: str) -> str:
+        """A login role `name` that must authenticate with `password` (SCRAM-SHA-256) over TCP,
+        owning a new database of the same name; returns that database's URL, password included.
+
+        Other roles keep ``trust``: a line for this role goes first in ``pg_hba.conf``, and the
+        server reloads it.
+        """
+        if not _DATABASE_RE.fullmatch(name):
+            raise PostgresError(f"invalid role name {name!r}: use [a-z_][a-z0-9_]*")
+        if "'" in password or "\\" in password:
+            raise PostgresError("the password must not contain quotes or backslashes")
+        self.psql(f"CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}'")
+        self.psql(f'CREATE DATABASE "{name}" OWNER "{name}"')
+        hba = self.data_dir / "pg_hba.conf"
+        rule = f"host all {name} {HOST}/32 scram-sha-256\n"
+        hba.write_text(rule + hba.read_text())
+        self.psql("SELECT pg_reload_conf()")
+        return f"postgresql+asyncpg://{name}:{password}@{HOST}:{self.port}/{name}"
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run `sql` with psql as the superuser (bounded); returns psql's output."""

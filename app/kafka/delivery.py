@@ -91,11 +91,12 @@ class DeliveryService:
                 ) from None
             metrics.RECORDED.labels(message.topic, policy.value, Origin.OUTBOX.value).inc()
             self._on_recorded()
+            logger.debug("event %s: queued in the outbox as %s", message.event_id, stored.id)
             return QueuedReceipt(
                 event_id=message.event_id, record_id=stored.id, topic=message.topic, policy=policy
             )
         try:
-            return await publisher.publish(message)
+            receipt = await publisher.publish(message)
         except errors.PublishError as error:
             if not isinstance(error, (errors.RecordTooLarge, errors.EncodingError)):
                 error.record_id = await self._record_failure(message, policy, error)
@@ -103,6 +104,16 @@ class DeliveryService:
                     # a broker may still write it: the relay waits for that outcome
                     self._on_in_flight(error.record_id, error.in_flight)
             raise
+        logger.debug(
+            "event %s: published to %s[%s]@%s (%d attempt(s), %.1f ms)",
+            message.event_id,
+            message.topic,
+            receipt.partition,
+            receipt.offset,
+            receipt.attempts,
+            receipt.elapsed_ms,
+        )
+        return receipt
 
     async def _record_failure(
         self, message: OutgoingMessage, policy: PolicyName, error: errors.PublishError

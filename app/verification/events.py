@@ -4,7 +4,11 @@ Wire format (topic `send.verification.email` by default):
 - key: the email address, UTF-8, so one user's messages stay in order on one partition;
 - value: JSON `{"event_id", "event_type", "event_version", "occurred_at", "email",
   "redirect_url"}`;
-- headers: `event_id`, `event_type`, `content_type` (`application/json`).
+- headers: `event_id`, `event_type`, `content_type` (`application/json`), and
+  `correlation_id` when the event was raised for a request that has one (the HTTP request's
+  `X-Correlation-ID`, see `app.logs`): consumers log it, so one id follows the request from
+  the API to the worker. Not to be confused with request-reply's `kafka_correlationId`,
+  which pairs a request with its reply.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class VerificationEmailRequested:
     occurred_at: datetime = field(default_factory=_now)
     # The requester waits for the worker's reply (request-reply) instead of the receipt only.
     await_reply: bool = False
+    # The correlation id of the request that raised it, if any (logs only, not the payload).
+    correlation_id: str | None = None
 
     def to_message(self, topic: str) -> OutgoingMessage:
         """The Kafka record of this event.
@@ -65,14 +71,13 @@ class VerificationEmailRequested:
                 event_id=self.event_id,
                 cause=type(exc).__name__,
             ) from None
+        headers = [
+            ("event_id", self.event_id.encode()),
+            ("event_type", EVENT_TYPE.encode()),
+            ("content_type", b"application/json"),
+        ]
+        if self.correlation_id is not None:
+            headers.append(("correlation_id", self.correlation_id.encode()))
         return OutgoingMessage(
-            topic=topic,
-            key=key,
-            value=encoded,
-            event_id=self.event_id,
-            headers=(
-                ("event_id", self.event_id.encode()),
-                ("event_type", EVENT_TYPE.encode()),
-                ("content_type", b"application/json"),
-            ),
+            topic=topic, key=key, value=encoded, event_id=self.event_id, headers=tuple(headers)
         )

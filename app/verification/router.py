@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response, status
 
 from app import exceptions, ratelimit
-from app.dependencies import RateLimiter
+from app.dependencies import CorrelationId, RateLimiter
 from app.events.dependencies import Events
 from app.kafka import errors
 from app.kafka.delivery import QueuedReceipt
@@ -58,6 +58,7 @@ async def create_verification_email(
     body: VerificationEmailRequest,
     events: Events,
     rate_limiter: RateLimiter,
+    correlation_id: CorrelationId,
     response: Response,
     wait_for: Annotated[
         Literal["delivery"] | None,
@@ -76,6 +77,7 @@ async def create_verification_email(
         email=str(body.email),
         redirect_url=str(body.redirect_url),
         await_reply=wait_for == "delivery",
+        correlation_id=correlation_id,
     )
     receipt = _receipt_body(published.receipt)
     if published.reply is None:

@@ -17,8 +17,8 @@ import sys
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 from sqlalchemy.exc import SQLAlchemyError
 
-from app import metrics
-from app.config import Settings, SettingsError, load_settings
+from app import logs, metrics
+from app.config import Settings
 from app.kafka import access
 from app.worker.consumer import VerificationEmailWorker
 
@@ -68,15 +68,7 @@ async def _run_worker(worker: VerificationEmailWorker, stop: asyncio.Event) -> i
 
 
 def main() -> int:
-    try:
-        settings = load_settings()
-    except SettingsError as error:
-        print(error, file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=settings.worker.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    settings = logs.start("worker")  # exits with status 2 when the settings are invalid
     return asyncio.run(run(settings))
 
 

@@ -72,7 +72,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from app import metrics
+from app import logs, metrics
 from app.config import Settings
 from app.kafka import access, options
 from app.worker import messages
@@ -272,8 +272,15 @@ class VerificationEmailWorker:
                 await self._pause_after_failure()
                 continue
             for record in records:
-                if self._stopping.is_set() or not await self._process(record):
+                if self._stopping.is_set():
                     break
+                headers = list(record.headers or ())
+                with logs.bound(
+                    event_id=messages.event_id_of(headers),
+                    correlation_id=messages.correlation_id_of(headers),
+                ):
+                    if not await self._process(record):
+                        break
             await self._measure_lag()
 
     async def _poll(self) -> list[Any]:
@@ -401,6 +408,7 @@ class VerificationEmailWorker:
             return outcome
 
         event_id = event.event_id
+        logs.event_id.set(event_id)  # the value's id, should the header lack it (reset by _run)
         if await self._database(self._handled.get(event_id)) is not None:
             logger.info("event %s (%s): already handled, not sent again", event_id, where)
             outcome = Outcome(ReplyStatus.DUPLICATE, event_id, 0)

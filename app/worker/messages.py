@@ -1,7 +1,10 @@
 """What the worker reads and writes on Kafka, as pure functions (no I/O).
 
-In: a `verification_email.requested` record (see `app.verification.events`), optionally with
-request-reply headers (the names Spring Kafka's `ReplyingKafkaTemplate` uses):
+In: a `verification_email.requested` record (see `app.verification.events`), with headers
+`event_id` and, when the API had one for the request, `correlation_id` (1-64 of
+`A-Z a-z 0-9 . _ : -`; another value is ignored). Both are bound to every line logged while the
+record is handled (`app.logs`). Optionally, request-reply headers (the names Spring Kafka's
+`ReplyingKafkaTemplate` uses):
 
 - `kafka_replyTopic`: the topic to answer on (UTF-8);
 - `kafka_correlationId`: opaque bytes, echoed as the reply's key and header;
@@ -27,11 +30,15 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
 
+from app import logs
+
 Headers = Sequence[tuple[str, bytes]]
 
 REPLY_TOPIC = "kafka_replyTopic"
 REPLY_PARTITION = "kafka_replyPartition"
 CORRELATION_ID = "kafka_correlationId"
+# The id that ties log lines of the API and the worker to one HTTP request; not request-reply's.
+LOG_CORRELATION_ID = "correlation_id"
 
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _DETAIL_MAX = 300
@@ -112,6 +119,15 @@ def event_id_of(headers: Headers) -> str | None:
         return None
     text = raw.decode("utf-8", errors="replace")[:64]
     return text or None
+
+
+def correlation_id_of(headers: Headers) -> str | None:
+    """The `correlation_id` header, for logging; None when it is missing or not a valid id."""
+    raw = header(headers, LOG_CORRELATION_ID)
+    if raw is None:
+        return None
+    text = raw.decode("utf-8", errors="replace")
+    return text if logs.valid_correlation_id(text) else None
 
 
 @dataclass(frozen=True, slots=True)

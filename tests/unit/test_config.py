@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,17 @@ def test_policies_cannot_share_a_transactional_id(monkeypatch: pytest.MonkeyPatc
         load_settings()
 
 
+def test_several_api_workers_cannot_share_a_transactional_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAFKA__POLICIES__REPLICATED__TRANSACTIONAL_ID", "api-1")
+    assert load_settings().api.workers == 1
+    monkeypatch.setenv("API__WORKERS", "2")
+
+    with pytest.raises(SettingsError, match="every worker process would use that id"):
+        load_settings()
+
+
 def test_gzip_compression_needs_no_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAFKA__PRODUCER__COMPRESSION_TYPE", "gzip")
 
@@ -281,3 +293,84 @@ def test_a_client_certificate_loads_with_its_key(
 
     assert security.ssl_keyfile == tls_files[key]
     assert security.key_password == password.get("ssl_key_password", "")
+
+
+# --- secrets: never in a repr, a str or a settings error ------------------------------------
+
+SECRETS = {
+    "KAFKA__SECURITY__SASL_PASSWORD": "sasl-secret-value",
+    "KAFKA__SECURITY__SSL_KEY_PASSWORD": "key-pw",  # the tls_files key's
+    "ADMIN__TOKEN": "admin-secret-value-0123",
+    "SMTP__PASSWORD": "smtp-secret-value",
+    "STORE__URL": "postgresql+asyncpg://app:store-secret-value@db.example.com/events",
+}
+SECRET_VALUES = [
+    "sasl-secret-value",
+    "key-pw",
+    "admin-secret-value-0123",
+    "smtp-secret-value",
+    "store-secret-value",
+]
+
+
+def _set_secrets(
+    monkeypatch: pytest.MonkeyPatch, tls_files: dict[str, Path], **changes: str | None
+) -> None:
+    env: dict[str, str | None] = {
+        **SECRETS,
+        "KAFKA__SECURITY__PROTOCOL": "SASL_SSL",
+        "KAFKA__SECURITY__SSL_CAFILE": str(tls_files["ca"]),
+        "KAFKA__SECURITY__SSL_CERTFILE": str(tls_files["cert"]),
+        "KAFKA__SECURITY__SSL_KEYFILE": str(tls_files["encrypted_key"]),
+        "KAFKA__SECURITY__SASL_USERNAME": "api",
+        "SMTP__USERNAME": "mailer",
+        **changes,
+    }
+    for name, value in env.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+
+
+def test_no_secret_shows_in_the_settings_repr_or_str(
+    monkeypatch: pytest.MonkeyPatch, tls_files: dict[str, Path]
+) -> None:
+    _set_secrets(monkeypatch, tls_files)
+
+    settings = load_settings()
+
+    shown = f"{settings!r} {settings!s} {settings.store!r} {settings.kafka.security!s}"
+    assert [secret for secret in SECRET_VALUES if secret in shown] == []
+    assert "postgresql+asyncpg://app:***@db.example.com/events" in shown
+    # the code that needs them still has them
+    assert settings.store.url == SECRETS["STORE__URL"]
+    assert settings.admin.token is not None
+    assert settings.admin.token.get_secret_value() == SECRETS["ADMIN__TOKEN"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"ADMIN__TOKEN": "tiny-secret"}, "ADMIN__TOKEN: use at least 16"),
+        ({"SMTP__USERNAME": None}, "SMTP__USERNAME and SMTP__PASSWORD go together"),
+        ({"KAFKA__SECURITY__SASL_USERNAME": None}, "needs KAFKA__SECURITY__SASL_USERNAME"),
+        ({"STORE__URL": "mysql://app:store-secret-value@db/events"}, "STORE__URL"),
+        ({"API__PORT": "0"}, "API__PORT"),  # an unrelated error, with every secret set
+    ],
+)
+def test_settings_errors_show_no_secret(
+    monkeypatch: pytest.MonkeyPatch,
+    tls_files: dict[str, Path],
+    changes: dict[str, str | None],
+    fragment: str,
+) -> None:
+    _set_secrets(monkeypatch, tls_files, **changes)
+
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+
+    # the whole traceback, as a log line with exc_info would show it
+    shown = "".join(traceback.format_exception(caught.value))
+    assert fragment in shown
+    assert [secret for secret in [*SECRET_VALUES, "tiny-secret"] if secret in shown] == []

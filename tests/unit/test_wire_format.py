@@ -42,6 +42,17 @@ def test_event_becomes_keyed_json_with_headers() -> None:
     }
 
 
+def test_the_requests_correlation_id_travels_in_a_header() -> None:
+    event = VerificationEmailRequested(
+        email="ada@example.com", redirect_url="https://x.example/", correlation_id="req-1"
+    )
+
+    message = event.to_message("t")
+
+    assert dict(message.headers)["correlation_id"] == b"req-1"
+    assert b"req-1" not in message.value  # not part of the event itself
+
+
 def test_non_ascii_text_is_sent_as_utf8() -> None:
     event = VerificationEmailRequested(
         email="jöran@exämple.com", redirect_url="https://x.example/ü"

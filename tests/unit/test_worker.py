@@ -60,6 +60,22 @@ def test_an_event_written_by_the_api_is_read_back_as_written() -> None:
     assert event.occurred_at == requested.occurred_at
 
 
+def test_the_worker_reads_the_correlation_id_the_api_writes() -> None:
+    requested = VerificationEmailRequested(
+        email="ada@example.com", redirect_url=LINK, correlation_id="req-9"
+    )
+    headers = list(requested.to_message("t").headers)
+
+    assert messages.correlation_id_of(headers) == "req-9"
+    assert messages.event_id_of(headers) == requested.event_id
+
+
+@pytest.mark.parametrize("value", [b"", b"two words", b"x" * 65, b"\xff\xfe", b"a\nb"])
+def test_an_unusable_correlation_id_is_ignored(value: bytes) -> None:
+    assert messages.correlation_id_of([("correlation_id", value)]) is None
+    assert messages.correlation_id_of([]) is None
+
+
 def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
     assert messages.parse_event(_value(locale="fr")).email == "ada@example.com"
 

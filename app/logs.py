@@ -1,0 +1,201 @@
+"""Logging of both entry points, and the ids that tie a log line to a request and an event.
+
+`start(process)` is the first step of `python -m app` and `python -m app.worker`: it loads
+the settings (invalid ones: their description on stderr, as plain text since logging is not
+configured yet, and exit status 2) and configures logging with `logging_config()`. The API
+hands the same configuration to uvicorn (`log_config`), which applies it in every worker
+process, so uvicorn's own lines (start-up, access log, errors) use the same format.
+
+Formats (`LOG__FORMAT`), one record per line on stderr:
+
+- `text`: `2026-01-02 03:04:05,678 INFO app.worker.consumer [correlation_id=... event_id=...]:
+  message`, the bracket only when an id is known;
+- `json` ([python-json-logger](https://nhairs.github.io/python-json-logger/)): `timestamp`
+  (ISO 8601, UTC), `level`, `logger`, `pid`, `message`, then `correlation_id` and `event_id`
+  when known, and `exc_info` (the traceback) with an exception.
+
+The level (`LOG__LEVEL`; `API__LOG_LEVEL` and `WORKER__LOG_LEVEL` override it for one process)
+is the root logger's: it applies to the app's loggers and to uvicorn's and aiokafka's.
+SQLAlchemy keeps its own `WARNING` (it would log every statement with its parameters).
+
+Context, carried by every line logged while it is bound (`bound()`, contextvars, so it follows
+a request's task and the tasks it starts):
+
+- `correlation_id`: an HTTP request's comes from its `X-Correlation-ID` header when that is
+  valid (1-64 of `A-Z a-z 0-9 . _ : -`), else it is a new UUID; the response carries it back in
+  the same header (middleware: [asgi-correlation-id](https://github.com/snok/asgi-correlation-id)).
+  Events published for the request carry it in their `correlation_id` Kafka header, and the
+  worker binds it from there while it handles the record.
+- `event_id`: bound while a request dispatches its event, and while the worker handles it.
+
+No secret reaches a log line: secrets are `SecretStr` settings (masked in any repr), the store
+URL's repr hides its password, and settings errors name variables, never values.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import re
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, Any, Literal
+
+from asgi_correlation_id import CorrelationIdMiddleware
+from asgi_correlation_id import correlation_id as _request_correlation_id
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter
+
+from app.config import LogFormat, Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:  # the worker imports this module too, and needs no FastAPI
+    from fastapi import FastAPI
+
+Process = Literal["api", "worker"]
+
+CORRELATION_HEADER = "X-Correlation-ID"
+_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+# The request's correlation id: the middleware's own variable, so that both stay one.
+correlation_id: ContextVar[str | None] = _request_correlation_id
+event_id: ContextVar[str | None] = ContextVar("event_id", default=None)
+_CONTEXT: dict[str, ContextVar[str | None]] = {
+    "correlation_id": correlation_id,
+    "event_id": event_id,
+}
+
+
+def valid_correlation_id(value: str) -> bool:
+    """Whether `value` may be used as a correlation id (it goes into logs and headers)."""
+    return _CORRELATION_ID.fullmatch(value) is not None
+
+
+def new_correlation_id() -> str:
+    return str(uuid.uuid4())
+
+
+@contextmanager
+def bound(**ids: str | None) -> Iterator[None]:
+    """Bind `correlation_id` and/or `event_id` (None: unknown) for every line logged within.
+
+    Only the ids given are bound; each gets its previous value back on exit.
+
+    Raises:
+        TypeError: an id other than those two.
+    """
+    unknown = set(ids) - set(_CONTEXT)
+    if unknown:
+        raise TypeError(f"no log context field {', '.join(sorted(unknown))}")
+    tokens: list[tuple[ContextVar[str | None], Token[str | None]]] = [
+        (_CONTEXT[name], _CONTEXT[name].set(value)) for name, value in ids.items()
+    ]
+    try:
+        yield
+    finally:
+        for variable, token in reversed(tokens):
+            variable.reset(token)
+
+
+class ContextFilter(logging.Filter):
+    """Adds the bound ids to each record (as `correlation_id`, `event_id`) when they are set."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, variable in _CONTEXT.items():
+            value = variable.get()
+            if value is not None and not hasattr(record, name):
+                setattr(record, name, value)
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """`asctime level logger [ids]: message`; the bracket only when an id is known."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s%(ids)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        ids = " ".join(
+            f"{name}={value}" for name in _CONTEXT if (value := getattr(record, name, None))
+        )
+        record.ids = f" [{ids}]" if ids else ""
+        return super().formatMessage(record)
+
+
+class JsonLineFormatter(JsonFormatter):
+    """One JSON object per record; the timestamp in ISO 8601, UTC, first."""
+
+    converter = staticmethod(time.gmtime)
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03dZ"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+            rename_fields={
+                "asctime": "timestamp",
+                "levelname": "level",
+                "name": "logger",
+                "process": "pid",
+            },
+            # uvicorn adds a coloured copy of some messages; `ids` is the text format's
+            reserved_attrs=[*RESERVED_ATTRS, "color_message", "ids", "taskName"],
+        )
+
+
+def level_of(settings: Settings, process: Process) -> str:
+    """The log level of `process`: its own override, else `LOG__LEVEL`."""
+    own = settings.api.log_level if process == "api" else settings.worker.log_level
+    return own or settings.log.level
+
+
+def logging_config(settings: Settings, process: Process) -> dict[str, Any]:
+    """The `logging.config.dictConfig` configuration of `process` (picklable: uvicorn hands
+    it to each worker process it spawns)."""
+    formatter = JsonLineFormatter if settings.log.format is LogFormat.JSON else TextFormatter
+    return {
+        "version": 1,
+        # loggers created at import time (every module's `logger`) must keep working
+        "disable_existing_loggers": False,
+        "filters": {"context": {"()": ContextFilter}},
+        "formatters": {"default": {"()": formatter}},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "default",
+                # on the handler, not a logger: it then sees the records of every logger
+                "filters": ["context"],
+            }
+        },
+        "root": {"level": level_of(settings, process).upper(), "handlers": ["default"]},
+    }
+
+
+def start(process: Process) -> Settings:
+    """Load the settings and configure logging for `process`: an entry point's first step.
+
+    Raises:
+        SystemExit: status 2 when the settings are invalid, after printing what is wrong
+            (each problem named by its variable, no value) to stderr.
+    """
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(error, file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.config.dictConfig(logging_config(settings, process))
+    return settings
+
+
+def install(app: FastAPI) -> None:
+    """Give each request of `app` its correlation id (add it last: it must be outermost)."""
+    app.add_middleware(
+        CorrelationIdMiddleware,
+        header_name=CORRELATION_HEADER,
+        generator=new_correlation_id,
+        validator=valid_correlation_id,
+    )
