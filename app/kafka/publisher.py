@@ -33,6 +33,9 @@ Delivery contract of `publish()`:
 `stop()` flushes what is buffered for at most `close_timeout_ms`, fails what is left (its
 publishers get an error, nothing hangs) and closes the connections.
 
+With tracing on (a `tracer` given), each publish is a PRODUCER span whose context its record
+carries in `traceparent` (`app.kafka.tracing`, which also says why no instrumentation library).
+
 `Any` from the untyped aiokafka stays in this module.
 """
 
@@ -55,6 +58,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     ProducerFenced,
 )
 from aiokafka.protocol.metadata import MetadataRequest  # type: ignore[import-untyped]
+from opentelemetry.trace import Tracer
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -67,6 +71,7 @@ from app.kafka import errors, options
 from app.kafka.messages import OutgoingMessage
 from app.kafka.receipts import DeliveryReceipt, TimestampType
 from app.kafka.retry import KafkajsWait, connect_until_stopped
+from app.kafka.tracing import acknowledged, sending
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +102,7 @@ class KafkaPublisher:
         *,
         producer_factory: ProducerFactory | None = None,
         should_retry: RetryHook | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._settings = settings
         self._transport = settings.producer
@@ -107,6 +113,7 @@ class KafkaPublisher:
             lambda: AIOKafkaProducer(**options.producer_options(settings, policy))
         )
         self._should_retry = should_retry
+        self._tracer = tracer  # None: tracing off, no span and no trace headers
         self._state = PublisherState.NEW
         self._producer: Any = None
         self._ready = asyncio.Event()
@@ -127,6 +134,11 @@ class KafkaPublisher:
     def awaiting_acknowledgement(self) -> int:
         """Publishes handed to the producer whose acknowledgement is still outstanding."""
         return self._awaiting_ack
+
+    @property
+    def traced(self) -> bool:
+        """Whether publishes make spans and carry trace context (`app.kafka.tracing`)."""
+        return self._tracer is not None
 
     @property
     def deadline_ms(self) -> int:
@@ -303,6 +315,14 @@ class KafkaPublisher:
             DeliveryTimeout: no acknowledgement within `delivery_timeout_ms`.
             Every PublishError says how many attempts were made.
         """
+        if self._tracer is None:
+            return await self._publish(message)
+        with sending(self._tracer, [message], policy=self.name) as (span, [traced]):
+            receipt = await self._publish(traced)
+            acknowledged(span, [receipt])
+        return receipt
+
+    async def _publish(self, message: OutgoingMessage) -> DeliveryReceipt:
         if self._state in (PublisherState.NEW, PublisherState.STOPPED):
             raise errors.PublisherStateError(
                 f"publisher '{self.name}' is {self._state.value}; "
@@ -363,6 +383,16 @@ class KafkaPublisher:
             PublishError: the transaction was aborted (or its outcome is unknown:
                 `sent=None`); `event_id` is the first message's.
         """
+        if self._tracer is None or not messages:
+            return await self._publish_atomically(messages)
+        with sending(self._tracer, messages, policy=self.name) as (span, traced):
+            receipts = await self._publish_atomically(traced)
+            acknowledged(span, receipts)
+        return receipts
+
+    async def _publish_atomically(
+        self, messages: Sequence[OutgoingMessage]
+    ) -> list[DeliveryReceipt]:
         if self._policy.transactional_id is None:
             raise errors.PublisherStateError(
                 f"publisher '{self.name}' has no transactional_id; set "
