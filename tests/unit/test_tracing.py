@@ -1,9 +1,14 @@
 """Tracing without a broker: the provider's lifecycle, trace context in Kafka headers, the
 publisher's PRODUCER span, and a stored message replayed in the trace it was stored with.
+
+The worker's spans and a whole trace (HTTP -> Kafka -> worker -> reply) are tested against a
+real broker in tests/integration/test_tracing.py.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -47,6 +52,7 @@ from app.kafka.delivery import DeliveryService
 from app.kafka.messages import OutgoingMessage
 from app.kafka.publisher import KafkaPublisher
 from app.tracing import Tracing, _configured_exporter
+from tests.conftest import repo_root
 from tests.unit.test_publisher import FakeProducer
 
 MESSAGE = OutgoingMessage(
@@ -137,6 +143,29 @@ async def test_off_by_default_tracing_hands_out_no_tracer_and_no_http_spans() ->
     assert tracing.tracer("x") is None
     assert tracing.http_telemetry() == {"tracing": False}
     await tracing.stop()
+
+
+def test_off_the_sdk_is_never_loaded() -> None:
+    script = (
+        "import sys\n"
+        "from app.config import Settings\n"
+        "from app.main import create_app\n"
+        "from app.worker.consumer import VerificationEmailWorker\n"
+        "settings = Settings(_env_file=None)\n"
+        "create_app(settings)\n"
+        "VerificationEmailWorker(settings)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry.sdk')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=repo_root(),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+
+    assert result.stdout.strip() == "[]"
 
 
 async def test_spans_are_exported_when_tracing_stops() -> None:
