@@ -53,8 +53,9 @@ _APP_VERSION = "0.1.0"
 class _LifespanTracerProvider(trace.TracerProvider):
     """The provider FastAPI is given when the app is built, before the lifespan made the SDK's.
 
-    FastAPI asks for its tracer at the first request, after start-up; before `start()` the
-    tracer is a no-op.
+    FastAPI asks for its tracer at the first request, after start-up, and keeps it (so an app
+    gets HTTP spans in its first lifespan only; an app runs one). Before `start()` the tracer is
+    a no-op; after `stop()` its spans are dropped.
     """
 
     def __init__(self) -> None:
