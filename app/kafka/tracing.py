@@ -11,7 +11,8 @@ the last one, as for every other header (`app.worker.messages.header`).
 Spans, named and attributed after OpenTelemetry's messaging semantic conventions (1.44):
 
 - `send <topic>`, PRODUCER: one per `KafkaPublisher.publish()`, its retries and its wait for
-  the broker's acknowledgement included; `messaging.message.id` is the event id, partition and
+  the broker's acknowledgement included (one per transaction for `publish_atomically()`, whose
+  records all carry its context); `messaging.message.id` is the event id, partition and
   offset are set once acknowledged, `error.type` when it fails. Its context is what the record
   carries. Its parent is the current span (the HTTP request), or, when there is none (the relay
   replaying a stored record), the context stored with the record, so a replay stays in the
@@ -152,7 +153,7 @@ def sending(
 
 
 def acknowledged(span: Span, receipts: Sequence[DeliveryReceipt]) -> None:
-    """Record where the broker wrote the message (one receipt), or the attempts (several)."""
+    """Record the attempts and, for a single acknowledged message, where the broker wrote it."""
     span.set_attribute(ATTEMPTS, max(r.attempts for r in receipts))
     if len(receipts) == 1 and receipts[0].confirmed:
         span.set_attribute(PARTITION, str(receipts[0].partition))
