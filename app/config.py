@@ -564,6 +564,38 @@ class LogSettings(_Section):
     level: LogLevel = "info"
 
 
+class TracingExporter(StrEnum):
+    """Where spans go: an OTLP/HTTP collector, stdout, or nowhere (context still propagates)."""
+
+    OTLP = "otlp"
+    CONSOLE = "console"
+    NONE = "none"
+
+
+class TracingSettings(_Section):
+    """OpenTelemetry tracing of the API and the worker (`app.tracing`); off by default."""
+
+    enabled: bool = False
+    # The API reports this service name, the worker this name plus "-worker".
+    service_name: str = Field(default="kafka-events", min_length=1)
+    exporter: TracingExporter = TracingExporter.OTLP
+    otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    # Share of new traces recorded; a trace begun upstream follows its caller's decision.
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    # Bounds one export request, and the flush on shutdown.
+    export_timeout_ms: PositiveMs = 5000
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            raise ValueError(
+                "give the collector's full OTLP/HTTP traces URL, e.g. "
+                "http://127.0.0.1:4318/v1/traces"
+            )
+        return value
+
+
 class Settings(BaseSettings):
     """Every setting of the service. See `.env.example` for the environment variable names."""
 
@@ -591,6 +623,7 @@ class Settings(BaseSettings):
     reply: ReplySettings = ReplySettings()
     smtp: SmtpSettings = SmtpSettings()
     worker: WorkerSettings = WorkerSettings()
+    tracing: TracingSettings = TracingSettings()
 
     @model_validator(mode="after")
     def _transactional_ids_per_process(self) -> Self:

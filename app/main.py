@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -30,24 +31,36 @@ from app.metrics.router import router as metrics_router
 from app.middleware import BodySizeLimit
 from app.ratelimit import EmailRateLimiter
 from app.state import AppState
+from app.tracing import Tracing
 from app.verification import listeners as verification_listeners
 from app.verification.router import router as verification_router
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the FastAPI application; nothing connects until its lifespan starts."""
+def create_app(
+    settings: Settings | None = None, *, span_exporter: SpanExporter | None = None
+) -> FastAPI:
+    """Build the FastAPI application; nothing connects until its lifespan starts.
+
+    `span_exporter` replaces the one `TRACING__EXPORTER` chooses (when tracing is on).
+    """
     settings = settings or load_settings()
+    tracing = Tracing(settings.tracing, exporter=span_exporter)
     # Listeners are registered now; their dependencies are injected when the lifespan starts.
     events = EventBus()
     verification_listeners.register(events)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, AppState]]:
-        # Teardown runs in reverse: relay, then publishers (flushing), then the store.
+        # Teardown runs in reverse: relay, then publishers (flushing), the store, then tracing.
         async with AsyncExitStack() as stack:
             stack.callback(metrics.process_exited, os.getpid())
+            tracing.start()
+            stack.push_async_callback(tracing.stop)
             store = MessageStore(settings.store.url)
             await store.open()
             relays: list[Relay] = []
@@ -58,7 +71,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await store.close()
 
             stack.push_async_callback(close_store)
-            publishers = {policy: KafkaPublisher(settings.kafka, policy) for policy in PolicyName}
+            tracer = tracing.tracer("app.kafka.publisher")
+            publishers = {
+                policy: KafkaPublisher(settings.kafka, policy, tracer=tracer)
+                for policy in PolicyName
+            }
             for publisher in publishers.values():
                 stack.push_async_callback(publisher.stop)
             # Concurrently: each step is bounded by connect_timeout_ms. Brokers that refuse us
@@ -122,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "broker's receipt. Every error is JSON `{error, detail}`."
         ),
         lifespan=lifespan,
+        telemetry=tracing.http_telemetry(),
         docs_url=None,  # served by app.docs, without a CDN
         redoc_url=None,
     )

@@ -10,6 +10,9 @@
 
 If the store itself cannot record a failed message, the error propagates with
 `record_id=None` and the failure is logged: the caller is told the message was not kept.
+
+With tracing on, a message is stored carrying the current trace context (the request's), so
+the relay's later publish of it joins the request's trace (`app.kafka.tracing`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from app.kafka import errors
 from app.kafka.messages import OutgoingMessage
 from app.kafka.publisher import KafkaPublisher
 from app.kafka.receipts import DeliveryReceipt
+from app.kafka.tracing import with_current_context
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +86,9 @@ class DeliveryService:
         if publisher.outbox:
             try:
                 async with asyncio.timeout(STORE_TIMEOUT_S):
-                    stored = await self._store.record(message, origin=Origin.OUTBOX, policy=policy)
+                    stored = await self._store.record(
+                        _kept(publisher, message), origin=Origin.OUTBOX, policy=policy
+                    )
             except (SQLAlchemyError, OSError, TimeoutError):
                 logger.exception("event %s: the outbox could not store it", message.event_id)
                 raise errors.StoreUnavailable(
@@ -99,7 +105,9 @@ class DeliveryService:
             receipt = await publisher.publish(message)
         except errors.PublishError as error:
             if not isinstance(error, (errors.RecordTooLarge, errors.EncodingError)):
-                error.record_id = await self._record_failure(message, policy, error)
+                error.record_id = await self._record_failure(
+                    _kept(publisher, message), policy, error
+                )
                 if error.record_id is not None and error.in_flight is not None:
                     # a broker may still write it: the relay waits for that outcome
                     self._on_in_flight(error.record_id, error.in_flight)
@@ -147,3 +155,8 @@ class DeliveryService:
         metrics.RECORDED.labels(message.topic, policy.value, Origin.FAILED.value).inc()
         self._on_recorded()
         return stored.id
+
+
+def _kept(publisher: KafkaPublisher, message: OutgoingMessage) -> OutgoingMessage:
+    """`message` as the store keeps it: with the current trace context when tracing is on."""
+    return with_current_context(message) if publisher.traced else message

@@ -34,6 +34,9 @@ Delivery contract of `publish()`:
 `stop()` flushes what is buffered for at most `close_timeout_ms`, fails what is left (its
 publishers get an error, nothing hangs) and closes the connections.
 
+With tracing on (a `tracer` given), each publish is a PRODUCER span whose context its record
+carries in `traceparent` (`app.kafka.tracing`, which also says why no instrumentation library).
+
 `Any` from the untyped aiokafka stays in this module.
 """
 
@@ -57,6 +60,7 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     ProducerFenced,
 )
 from aiokafka.protocol.metadata import MetadataRequest  # type: ignore[import-untyped]
+from opentelemetry.trace import Tracer
 from prometheus_client import Counter, Gauge, Histogram
 from tenacity import (
     AsyncRetrying,
@@ -71,6 +75,7 @@ from app.kafka import access, errors, options
 from app.kafka.messages import OutgoingMessage
 from app.kafka.receipts import DeliveryReceipt, TimestampType
 from app.kafka.retry import KafkajsWait, connect_until_stopped
+from app.kafka.tracing import acknowledged, sending
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +106,7 @@ class KafkaPublisher:
         *,
         producer_factory: ProducerFactory | None = None,
         should_retry: RetryHook | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._settings = settings
         self._transport = settings.producer
@@ -111,6 +117,7 @@ class KafkaPublisher:
             lambda: AIOKafkaProducer(**options.producer_options(settings, policy))
         )
         self._should_retry = should_retry
+        self._tracer = tracer  # None: tracing off, no span and no trace headers
         self._state = PublisherState.NEW
         self._producer: Any = None
         self._ready = asyncio.Event()
@@ -139,6 +146,11 @@ class KafkaPublisher:
     def awaiting_acknowledgement(self) -> int:
         """Publishes handed to the producer whose acknowledgement is still outstanding."""
         return self._awaiting_ack
+
+    @property
+    def traced(self) -> bool:
+        """Whether publishes make spans and carry trace context (`app.kafka.tracing`)."""
+        return self._tracer is not None
 
     @property
     def deadline_ms(self) -> int:
@@ -324,7 +336,12 @@ class KafkaPublisher:
             DeliveryTimeout: no acknowledgement within `delivery_timeout_ms`.
             Every PublishError says how many attempts were made.
         """
-        (receipt,) = await self._measured([message], self._publish(message))
+        if self._tracer is None:
+            (receipt,) = await self._measured([message], self._publish(message))
+            return receipt
+        with sending(self._tracer, [message], policy=self.name) as (span, [traced]):
+            (receipt,) = await self._measured([traced], self._publish(traced))
+            acknowledged(span, [receipt])
         return receipt
 
     async def _measured(
@@ -434,7 +451,12 @@ class KafkaPublisher:
             PublishError: the transaction was aborted (or its outcome is unknown:
                 `sent=None`); `event_id` is the first message's.
         """
-        return await self._measured(messages, self._publish_atomically(messages))
+        if self._tracer is None or not messages:
+            return await self._measured(messages, self._publish_atomically(messages))
+        with sending(self._tracer, messages, policy=self.name) as (span, traced):
+            receipts = await self._measured(traced, self._publish_atomically(traced))
+            acknowledged(span, receipts)
+        return receipts
 
     async def _publish_atomically(
         self, messages: Sequence[OutgoingMessage]

@@ -36,6 +36,10 @@ record in hand, then the commit and produce deadlines to leave the group and flu
 record is then left uncommitted and handled again by the next owner), commits, leaves the
 group (`consumer.stop()`) and closes the producer and the database.
 
+With tracing on (`TRACING__ENABLED`), each record is handled in a CONSUMER span, a child of
+the producer's span whose context the record carries; the email and the reply are its
+children, and the reply carries the context on (`app.kafka.tracing`).
+
 `Any` from the untyped aiokafka stays in this module.
 """
 
@@ -51,7 +55,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.errors import MessageError
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiokafka import (  # type: ignore[import-untyped]
     AIOKafkaConsumer,
@@ -75,10 +79,16 @@ from tenacity import (
 from app import logs, metrics
 from app.config import Settings
 from app.kafka import access, options
+from app.kafka import tracing as kafka_tracing
+from app.tracing import Tracing
 from app.worker import messages
 from app.worker.handled import HandledEvents
 from app.worker.mailer import Mailer, SendError, build_email, make_mailer
 from app.worker.messages import ReplyAddress, ReplyStatus, shorten
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.trace import Span, Tracer
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +133,21 @@ class Outcome:
 class VerificationEmailWorker:
     """A consumer-group member that sends verification emails. `start()`, then `stop()`."""
 
-    def __init__(self, settings: Settings, *, mailer: Mailer | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        mailer: Mailer | None = None,
+        span_exporter: SpanExporter | None = None,
+    ) -> None:
         self._settings = settings
+        # `span_exporter` replaces the one TRACING__EXPORTER chooses (when tracing is on)
+        self._tracing = Tracing(
+            settings.tracing,
+            service_name=f"{settings.tracing.service_name}-worker",
+            exporter=span_exporter,
+        )
+        self._tracer: Tracer | None = None  # set by start() when tracing is on
         self._worker = settings.worker
         self._mailer = mailer or make_mailer(settings.smtp)
         self._handled = HandledEvents(settings.store.url)
@@ -154,6 +177,8 @@ class VerificationEmailWorker:
         self._warn_if_poll_interval_too_short()
         client = options.client_options(kafka)
         try:
+            self._tracing.start()
+            self._tracer = self._tracing.tracer(__name__)
             async with asyncio.timeout(worker.start_timeout_ms / 1000):
                 await self._handled.open()
                 # tells a refusal from an outage, which aiokafka's start cannot
@@ -238,6 +263,7 @@ class VerificationEmailWorker:
         await self._bounded_close(
             self._handled.close(), "the database", self._worker.commit_timeout_ms
         )
+        await self._tracing.stop()  # bounded by TRACING__EXPORT_TIMEOUT_MS
 
     @staticmethod
     async def _bounded_close(step: Awaitable[None], what: str, timeout_ms: int) -> None:
@@ -305,7 +331,11 @@ class VerificationEmailWorker:
         tp = TopicPartition(record.topic, record.partition)
         started = time.perf_counter()
         try:
-            outcome = await self._handle(record)
+            with kafka_tracing.processing(
+                self._tracer, record, group=self._worker.group_id
+            ) as span:
+                outcome = await self._handle(record)
+                _trace_outcome(span, outcome)
         except _Stopping:
             self._seek_back(tp, record.offset)
             return False
@@ -485,18 +515,24 @@ class VerificationEmailWorker:
             before_sleep=log_retry,
             reraise=True,
         )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    try:
-                        await self._mailer.send(email)
-                    except SendError:
-                        metrics.WORKER_EMAIL_ATTEMPTS.labels("failed").inc()
-                        raise
-                    metrics.WORKER_EMAIL_ATTEMPTS.labels("sent").inc()
-        except SendError as error:
-            raise _SendFailed(error, retrying.statistics.get("attempt_number", 1)) from None
-        return int(retrying.statistics.get("attempt_number", 1))
+        with kafka_tracing.step(self._tracer, "send email") as span:
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        try:
+                            await self._mailer.send(email)
+                        except SendError:
+                            metrics.WORKER_EMAIL_ATTEMPTS.labels("failed").inc()
+                            raise
+                        metrics.WORKER_EMAIL_ATTEMPTS.labels("sent").inc()
+            except SendError as error:
+                attempts = int(retrying.statistics.get("attempt_number", 1))
+                span.set_attribute(kafka_tracing.ATTEMPTS, attempts)
+                kafka_tracing.failed(span, error.error_type)
+                raise _SendFailed(error, attempts) from None
+            attempts = int(retrying.statistics.get("attempt_number", 1))
+            span.set_attribute(kafka_tracing.ATTEMPTS, attempts)
+        return attempts
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -579,15 +615,25 @@ class VerificationEmailWorker:
                         address.partition,
                     )
                     return
-            await self._produce(
-                address.topic,
-                key=address.correlation_id,
-                value=value,
-                headers=messages.reply_headers(address, outcome.event_id),
-                partition=address.partition,
-            )
+            with kafka_tracing.producing(
+                self._tracer, address.topic, message_id=outcome.event_id
+            ) as span:
+                headers = messages.reply_headers(address, outcome.event_id)
+                await self._produce(
+                    address.topic,
+                    key=address.correlation_id,
+                    value=value,
+                    headers=list(kafka_tracing.with_context(headers, span)),
+                    partition=address.partition,
+                )
         except (InfrastructureError, KafkaError, TimeoutError) as error:
             logger.error("event %s: reply to %s lost: %s", outcome.event_id, address.topic, error)
+
+
+def _trace_outcome(span: Span, outcome: Outcome) -> None:
+    span.set_attribute("verification_email.status", outcome.status.value)
+    if outcome.error_type is not None:  # dead-lettered
+        kafka_tracing.failed(span, outcome.error_type)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

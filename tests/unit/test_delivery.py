@@ -19,6 +19,8 @@ from tests.unit.test_store import message
 
 
 class FakePublisher:
+    traced = False
+
     def __init__(self, *, outbox: bool = False, error: errors.PublishError | None = None) -> None:
         self.outbox = outbox
         self.error = error
