@@ -173,6 +173,7 @@ async def test_the_app_records_a_503_in_postgres_and_its_relay_replays_it(
         "event_id": body["event_id"].encode(),
         "event_type": event["event_type"].encode(),
         "content_type": b"application/json",
+        "correlation_id": refused.headers["X-Correlation-ID"].encode(),
     }
     assert (recorded.origin, recorded.status, recorded.policy) == (
         Origin.FAILED,

@@ -186,6 +186,11 @@ async def test_with_tracing_off_no_trace_header_is_written(
     assert response.status_code == 202, response.text
     receipt = response.json()
     record = await read_at(bootstrap, topic, receipt["partition"], receipt["offset"])
-    assert {name for name, _ in record.headers} == {"event_id", "event_type", "content_type"}
+    assert {name for name, _ in record.headers} == {
+        "event_id",
+        "event_type",
+        "content_type",
+        "correlation_id",
+    }
     assert not {name for name, _ in record.headers} & TRACE_HEADERS
     assert spans.get_finished_spans() == ()
