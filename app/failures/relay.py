@@ -123,7 +123,12 @@ class Relay:
         await self.settle_late()
 
     async def settle_late(self) -> None:
-        """Wait for late deliveries being written to the store (each bounded)."""
+        """Wait for late deliveries being written to the store (each bounded).
+
+        An attempt acknowledged just before this call has its done-callback scheduled, not yet
+        run: one turn of the loop lets it start its store update, which is then waited for.
+        """
+        await asyncio.sleep(0)
         if self._late_updates:
             await asyncio.gather(*self._late_updates, return_exceptions=True)
 

@@ -155,6 +155,21 @@ async def test_a_late_acknowledgement_marks_the_record_delivered(store: MessageS
     assert "e-1" not in publisher.published  # never sent twice
 
 
+async def test_settling_waits_for_an_acknowledgement_that_just_arrived(
+    store: MessageStore,
+) -> None:
+    # At shutdown the producers' last flush acknowledges attempts just before the store closes.
+    relay, record_id, late = await _tracked(store, 1)
+
+    late.set_result(receipt("e-1"))
+    await relay.settle_late()  # no turn of the loop in between
+
+    record = await store.get(record_id)
+    assert record is not None
+    assert record.status is Status.DELIVERED
+    assert relay.acknowledged_late == 1
+
+
 async def test_a_late_failure_releases_the_record_for_replay(store: MessageStore) -> None:
     relay, _record_id, late = await _tracked(store, 1)
 
