@@ -34,7 +34,9 @@ def main() -> int:
     except access.AccessRefused as error:
         print(error, file=sys.stderr)
         return 1
-    shared_metrics = metrics.enter_multiprocess_mode() if settings.api.workers > 1 else None
+    # several processes: metrics in multiprocess mode, in a private directory unless one is given
+    private = metrics.multiprocess_dir() is None
+    metrics_dir = metrics.enter_multiprocess_mode() if settings.api.workers > 1 else None
     try:
         uvicorn.run(
             # an import string: each worker process builds its own app (and its own producers)
@@ -49,8 +51,8 @@ def main() -> int:
             timeout_graceful_shutdown=settings.kafka.policies.longest_deadline_ms() // 1000 + 5,
         )
     finally:
-        if shared_metrics is not None:
-            shutil.rmtree(shared_metrics, ignore_errors=True)
+        if metrics_dir is not None and private:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

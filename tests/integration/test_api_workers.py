@@ -1,4 +1,5 @@
-"""`python -m app` with `API__WORKERS=2`: two processes, each with its own app and producers.
+"""`python -m app` with `API__WORKERS=2`: two processes, each with its own app and producers,
+and one `/metrics` page summing both.
 
 The service runs as a real process against a real broker, logging JSON: the `pid` of each line
 tells which worker process served a request, so no response has to expose it.
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.kafka import KafkaCluster
 from tests.conftest import closed_port, eventually
@@ -46,7 +48,9 @@ async def test_two_workers_serve_with_a_producer_each_and_stop_gracefully(
         "REPLY__REPLICATION_FACTOR": "1",
         "STORE__URL": f"sqlite+aiosqlite:///{tmp_path}/store.db",
         "RATE_LIMIT__ENABLED": "false",
+        "TMPDIR": str(tmp_path / "tmp"),  # where the metrics' private directory goes
     }
+    (tmp_path / "tmp").mkdir()
     log = tmp_path / f"app-{api_port}.log"
     url = f"http://127.0.0.1:{api_port}/verification-emails"
     # a connection per request, so that both processes get to accept some
@@ -69,6 +73,11 @@ async def test_two_workers_serve_with_a_producer_each_and_stop_gracefully(
             return await client.post(url, json=body)
 
         responses = await asyncio.gather(*(post(i) for i in range(200)))
+        # each scrape is answered by one process and counts the publishes of both
+        scrapes = [
+            _delivered(await client.get(f"http://127.0.0.1:{api_port}/metrics"), topic)
+            for _ in range(6)
+        ]
 
         # then requests in flight when the master gets SIGTERM
         async def post_late(i: int) -> None:
@@ -87,6 +96,8 @@ async def test_two_workers_serve_with_a_producer_each_and_stop_gracefully(
         exit_s = asyncio.get_running_loop().time() - stopped_at
 
     assert [r.status_code for r in responses] == [202] * 200
+    assert scrapes == [(200.0, 200.0)] * 6
+    assert list((tmp_path / "tmp").iterdir()) == []  # the metrics' directory is removed
     assert all(isinstance(r.json()["offset"], int) for r in responses)
     assert status == 0
     assert exit_s < 20
@@ -107,3 +118,17 @@ async def test_two_workers_serve_with_a_producer_each_and_stop_gracefully(
 
 async def _at_least(answers: list[httpx.Response | httpx.TransportError], count: int) -> bool:
     return len(answers) >= count
+
+
+def _delivered(page: httpx.Response, topic: str) -> tuple[float, float]:
+    """Publishes delivered to `topic`, and `202`s counted by the HTTP metrics, on `page`."""
+    assert page.status_code == 200
+    published = answered = 0.0
+    for family in text_string_to_metric_families(page.text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "kafka_events_publish_total" and labels["topic"] == topic:
+                published += sample.value if labels["outcome"] == "delivered" else 0
+            if sample.name == "http_requests_total" and labels["status"] == "202":
+                answered += sample.value
+    return published, answered
