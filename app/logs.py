@@ -40,7 +40,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Literal
@@ -58,6 +58,8 @@ if TYPE_CHECKING:  # the worker imports this module too, and needs no FastAPI
 Process = Literal["api", "worker"]
 
 CORRELATION_HEADER = "X-Correlation-ID"
+# The Kafka header that carries it from the API to the worker and the relay.
+KAFKA_CORRELATION_HEADER = "correlation_id"
 _CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 # The request's correlation id: the middleware's own variable, so that both stay one.
@@ -76,6 +78,18 @@ def valid_correlation_id(value: str) -> bool:
 
 def new_correlation_id() -> str:
     return str(uuid.uuid4())
+
+
+def correlation_id_in(headers: Iterable[tuple[str, bytes]]) -> str | None:
+    """The correlation id in Kafka `headers` (the last one wins); None if missing or invalid."""
+    found = None
+    for name, value in headers:
+        if name == KAFKA_CORRELATION_HEADER:
+            found = value
+    if found is None:
+        return None
+    text = found.decode("utf-8", errors="replace")
+    return text if valid_correlation_id(text) else None
 
 
 @contextmanager

@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from app import metrics
+from app import logs, metrics
 from app.config import PolicyName, ReplaySettings
 from app.failures.store import MessageStore, Status, StoredMessage
 from app.kafka import errors
@@ -163,7 +163,10 @@ class Relay:
         ):
             if record.id in self._in_flight:
                 continue  # an earlier attempt may still be written: wait for its outcome
-            outcome = await self.publish_record(record)
+            with logs.bound(
+                event_id=record.event_id, correlation_id=logs.correlation_id_in(record.headers)
+            ):
+                outcome = await self.publish_record(record)
             metrics.REPLAYED.labels(record.topic, record.policy, outcome).inc()
             if outcome == "delivered":
                 result.delivered += 1

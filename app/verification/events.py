@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from app import logs
 from app.kafka.errors import EncodingError
 from app.kafka.messages import OutgoingMessage
 
@@ -77,7 +78,7 @@ class VerificationEmailRequested:
             ("content_type", b"application/json"),
         ]
         if self.correlation_id is not None:
-            headers.append(("correlation_id", self.correlation_id.encode()))
+            headers.append((logs.KAFKA_CORRELATION_HEADER, self.correlation_id.encode()))
         return OutgoingMessage(
             topic=topic, key=key, value=encoded, event_id=self.event_id, headers=tuple(headers)
         )

@@ -37,8 +37,6 @@ Headers = Sequence[tuple[str, bytes]]
 REPLY_TOPIC = "kafka_replyTopic"
 REPLY_PARTITION = "kafka_replyPartition"
 CORRELATION_ID = "kafka_correlationId"
-# The id that ties log lines of the API and the worker to one HTTP request; not request-reply's.
-LOG_CORRELATION_ID = "correlation_id"
 
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _DETAIL_MAX = 300
@@ -123,11 +121,7 @@ def event_id_of(headers: Headers) -> str | None:
 
 def correlation_id_of(headers: Headers) -> str | None:
     """The `correlation_id` header, for logging; None when it is missing or not a valid id."""
-    raw = header(headers, LOG_CORRELATION_ID)
-    if raw is None:
-        return None
-    text = raw.decode("utf-8", errors="replace")
-    return text if logs.valid_correlation_id(text) else None
+    return logs.correlation_id_in(headers)
 
 
 @dataclass(frozen=True, slots=True)

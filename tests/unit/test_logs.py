@@ -231,3 +231,20 @@ async def test_lines_logged_for_a_request_carry_its_ids(
     assert recorded, caplog.text
     assert all(getattr(r, "correlation_id", None) == "req-7" for r in recorded)
     assert all(getattr(r, "event_id", None) == event_id for r in recorded)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([("event_id", b"e-1"), ("correlation_id", b"req-1")], "req-1"),
+        ([("correlation_id", b"old"), ("correlation_id", b"new")], "new"),  # the last wins
+        ([("event_id", b"e-1")], None),
+        ([("correlation_id", b"has space")], None),  # never an invalid id in a log line
+        ([("correlation_id", b"\xff\xfe")], None),
+        ([("correlation_id", b"x" * 65)], None),
+    ],
+)
+def test_the_correlation_id_of_kafka_headers(
+    headers: list[tuple[str, bytes]], expected: str | None
+) -> None:
+    assert logs.correlation_id_in(headers) == expected

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import pytest
 
+from app import logs
 from app.config import PolicyName, ReplaySettings
 from app.failures.relay import Relay
 from app.failures.store import MessageStore, Origin, Status
@@ -26,9 +27,11 @@ class FakePublisher:
     def __init__(self, outcomes: dict[str, Exception | None]) -> None:
         self.outcomes = outcomes
         self.published: list[str] = []
+        self.log_ids: list[tuple[str | None, str | None]] = []  # bound while publishing
 
     async def publish(self, msg: OutgoingMessage) -> Any:
         self.published.append(msg.event_id)
+        self.log_ids.append((logs.event_id.get(), logs.correlation_id.get()))
         error = self.outcomes.get(msg.event_id)
         if error is not None:
             raise error
@@ -62,6 +65,31 @@ async def test_publishes_pending_records_oldest_first(store: MessageStore) -> No
     assert publisher.published == ["e-1", "e-2", "e-3"]
     assert result.delivered == 3
     assert await store.count(Status.DELIVERED) == 3
+
+
+async def test_log_lines_of_a_replay_carry_the_event_and_correlation_ids(
+    store: MessageStore,
+) -> None:
+    traced = message(1)
+    headers = (*traced.headers, (logs.KAFKA_CORRELATION_HEADER, b"req-42"))
+    await store.record(
+        OutgoingMessage(
+            topic=traced.topic,
+            value=traced.value,
+            key=traced.key,
+            event_id=traced.event_id,
+            headers=headers,
+        ),
+        origin=Origin.FAILED,
+        policy="replicated",
+    )
+    await _record(store, 2)  # no correlation id
+    publisher = FakePublisher({})
+
+    await relay_for(store, publisher).run_round()
+
+    assert publisher.log_ids == [("e-1", "req-42"), ("e-2", None)]
+    assert (logs.event_id.get(), logs.correlation_id.get()) == (None, None)  # unbound after
 
 
 async def test_a_failure_stops_the_round_so_order_is_kept(store: MessageStore) -> None:
