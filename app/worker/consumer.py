@@ -618,7 +618,9 @@ class VerificationEmailWorker:
             with kafka_tracing.producing(
                 self._tracer, address.topic, message_id=outcome.event_id
             ) as span:
-                headers = messages.reply_headers(address, outcome.event_id)
+                headers = messages.reply_headers(
+                    address, outcome.event_id, logs.correlation_id.get()
+                )
                 await self._produce(
                     address.topic,
                     key=address.correlation_id,

@@ -11,7 +11,8 @@ record is handled (`app.logs`). Optionally, request-reply headers (the names Spr
 - `kafka_replyPartition` (optional): the partition to answer on, decimal ASCII (`b"3"`).
 
 Out:
-- a reply: key = the correlation id, headers `kafka_correlationId` and `event_id`, JSON value
+- a reply: key = the correlation id, headers `kafka_correlationId`, `event_id` and (when the
+  request had one) `correlation_id`, JSON value
   `{"event_id", "status": "sent" | "failed" | "duplicate", "detail", "handled_at"}`;
 - a dead letter: the original key, value and headers, plus `dlq_error_type`, `dlq_error`,
   `dlq_attempts`, `dlq_source_topic`, `dlq_source_partition`, `dlq_source_offset`.
@@ -178,10 +179,15 @@ def reply_value(
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def reply_headers(address: ReplyAddress, event_id: str | None) -> list[tuple[str, bytes]]:
+def reply_headers(
+    address: ReplyAddress, event_id: str | None, log_correlation_id: str | None = None
+) -> list[tuple[str, bytes]]:
+    """The requester's `kafka_correlationId`, the event id, and the logs' correlation id."""
     headers = [(CORRELATION_ID, address.correlation_id)]
     if event_id is not None:
         headers.append(("event_id", event_id.encode()))
+    if log_correlation_id is not None:
+        headers.append((logs.KAFKA_CORRELATION_HEADER, log_correlation_id.encode()))
     return headers
 
 

@@ -383,7 +383,7 @@ async def test_a_refused_email_is_retried_then_dead_lettered_and_committed(
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
     replies = await create_topic(bootstrap, f"{topic_name}.replies", partitions=1)
-    requested = event("bob@example.com")
+    requested = event("bob@example.com", correlation_id="req-bob-1")
     key, value, headers = as_record(requested, topics.source, reply_headers(replies, b"c-1"))
     await publish(bootstrap, topics.source, (key, value, headers))
     inbox = Inbox(refuse=answer)
@@ -408,6 +408,7 @@ async def test_a_refused_email_is_retried_then_dead_lettered_and_committed(
     body = json.loads(reply.value)
     assert (body["status"], body["detail"]) == ("failed", "SMTPRecipientsRefused")
     assert body["event_id"] == requested.event_id
+    assert headers_of(reply)["correlation_id"] == b"req-bob-1"  # the logs' id follows the reply
 
 
 @pytest.mark.parametrize(

@@ -183,6 +183,11 @@ def test_reply_headers_echo_the_correlation_id_and_carry_the_event_id() -> None:
         ("event_id", b"e-1"),
     ]
     assert messages.reply_headers(address, None) == [("kafka_correlationId", b"\x01")]
+    assert messages.reply_headers(address, "e-1", "req-1") == [
+        ("kafka_correlationId", b"\x01"),
+        ("event_id", b"e-1"),
+        ("correlation_id", b"req-1"),  # the logs' id, so the requester can log it too
+    ]
 
 
 def test_dead_letter_headers_keep_the_original_and_replace_earlier_dlq_headers() -> None:
