@@ -1,11 +1,12 @@
-"""The service as a real process (`python -m app`), for tests that signal or browse it."""
+"""The service as a real process (`python -m app`, `python -m app.worker`), for tests that
+signal or browse it, or wait for it to exit by itself."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -47,3 +48,28 @@ async def app_process(
             process.kill()
         async with asyncio.timeout(30):
             await process.wait()
+
+
+async def run_to_end(
+    module: str, env: Mapping[str, str], cwd: Path, *, timeout_s: float = 60
+) -> tuple[int, str, str]:
+    """`python -m module` in `cwd` until it exits by itself (killed after `timeout_s`): its
+    status, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(repo_root()), **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            stdout, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace")

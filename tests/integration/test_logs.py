@@ -28,7 +28,7 @@ from devtools.kafka import KafkaCluster
 from devtools.postgres import PostgresServer
 from tests.conftest import closed_port, create_topic, eventually, repo_root
 from tests.integration.test_worker import Inbox, smtp_server
-from tests.processes import app_process
+from tests.processes import app_process, run_to_end
 
 pytestmark = pytest.mark.kafka
 
@@ -69,25 +69,9 @@ def _json_lines(text: str) -> list[dict[str, Any]]:
 async def _run_to_end(module: str, env: Mapping[str, str], cwd: Path, name: str) -> tuple[int, str]:
     """`python -m module` until it exits by itself (bounded); its status and output (kept in
     `cwd/name.log` too)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        module,
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(repo_root()), **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        async with asyncio.timeout(60):
-            output, _ = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    (cwd / f"{name}.log").write_bytes(output)
-    return process.returncode, output.decode(errors="replace")
+    status, stdout, stderr = await run_to_end(module, env, cwd)
+    (cwd / f"{name}.log").write_text(stdout + stderr)
+    return status, stdout + stderr
 
 
 async def test_json_logs_carry_the_ids_and_no_secret(

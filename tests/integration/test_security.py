@@ -10,10 +10,7 @@ with a message that names the cause (and the user, never the password).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,10 +41,10 @@ from tests.conftest import (
     create_topic,
     eventually,
     make_settings,
-    repo_root,
     running_app,
 )
 from tests.kafka_reader import read_at
+from tests.processes import run_to_end
 
 pytestmark = pytest.mark.kafka
 
@@ -191,18 +188,22 @@ async def test_request_reply_through_the_worker_over_sasl_ssl(
     assert body["reply"]["event_id"] == body["receipt"]["event_id"]
 
 
+async def _refused_start(settings: Settings) -> tuple[float, str]:
+    """The app's start-up with `settings`, which must raise AccessRefused: seconds and message."""
+    started = time.monotonic()
+    with pytest.raises(AccessRefused) as refused:
+        async with running_app(settings):
+            pass
+    return time.monotonic() - started, str(refused.value)
+
+
 async def test_a_wrong_password_stops_the_api_start_up_at_once(
     secured_broker: KafkaCluster, topic_name: str
 ) -> None:
     settings = secured_settings(secured_broker, topic_name, password=WRONG_PASSWORD)
 
-    started = time.monotonic()
-    with pytest.raises(AccessRefused) as refused:
-        async with running_app(settings):
-            pass
-    elapsed = time.monotonic() - started
+    elapsed, message = await _refused_start(settings)
 
-    message = str(refused.value)
     assert elapsed < PROMPT_S
     assert "SASL authentication failed for user 'api' (SCRAM-SHA-512)" in message
     assert "check KAFKA__SECURITY__SASL_USERNAME and KAFKA__SECURITY__SASL_PASSWORD" in message
@@ -215,13 +216,8 @@ async def test_an_untrusted_broker_certificate_stops_the_api_start_up_at_once(
 ) -> None:
     settings = secured_settings(secured_broker, topic_name, cafile=untrusted_ca)
 
-    started = time.monotonic()
-    with pytest.raises(AccessRefused) as refused:
-        async with running_app(settings):
-            pass
-    elapsed = time.monotonic() - started
+    elapsed, message = await _refused_start(settings)
 
-    message = str(refused.value)
     assert elapsed < PROMPT_S
     assert "TLS: the broker's certificate" in message
     assert "unable to get local issuer certificate" in message
@@ -251,15 +247,11 @@ async def test_a_denied_transactional_id_stops_the_api_start_up_at_once(
         transactional_id=transactional_id,
     )
 
-    started = time.monotonic()
-    with pytest.raises(AccessRefused) as refused:
-        async with running_app(settings):
-            pass
-    elapsed = time.monotonic() - started
+    elapsed, message = await _refused_start(settings)
 
     assert elapsed < PROMPT_S
-    assert "user 'api' is not authorised" in str(refused.value)
-    assert "TransactionalIdAuthorizationFailed" in str(refused.value)
+    assert "user 'api' is not authorised" in message
+    assert "TransactionalIdAuthorizationFailed" in message
 
 
 async def test_a_wrong_password_stops_the_worker_with_status_1(
@@ -285,8 +277,6 @@ async def test_python_m_app_with_a_wrong_password_exits_with_one_clear_line(
 ) -> None:
     bootstrap, _ = security(secured_broker)
     env = {
-        **os.environ,
-        "PYTHONPATH": str(repo_root()),
         "API__PORT": str(closed_port()),
         "STORE__URL": f"sqlite+aiosqlite:///{tmp_path}/messages.db",
         "KAFKA__BOOTSTRAP_SERVERS": bootstrap,
@@ -296,27 +286,12 @@ async def test_python_m_app_with_a_wrong_password_exits_with_one_clear_line(
         "KAFKA__SECURITY__SASL_PASSWORD": WRONG_PASSWORD,
         "KAFKA__SECURITY__SSL_CAFILE": str(secured_broker.ca_file),
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "app",
-        cwd=tmp_path,  # no .env here
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(30):
-            stdout, stderr = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    status, stdout, stderr = await run_to_end("app", env, tmp_path, timeout_s=30)  # no .env
 
-    output = (stdout + stderr).decode()
-    assert process.returncode == 1, output
+    output = stdout + stderr
+    assert status == 1, output
     [line] = [line for line in output.splitlines() if "Kafka refused" in line]
     assert line.startswith("Kafka refused this client: SASL authentication failed for user 'api'")
-    assert stderr.decode().rstrip().endswith(line)
+    assert stderr.rstrip().endswith(line)
     assert "Traceback" not in output
     assert WRONG_PASSWORD not in output
