@@ -2,8 +2,10 @@
 the API with uvicorn.
 
 Exit status: 2 for invalid settings, 1 when Kafka refuses the client (authentication, TLS
-verification), each with a one-line message on stderr. Brokers that do not answer do not stop
-the start-up: the API starts degraded and connects in the background.
+verification), each with a one-line message on stderr; 3 when the application fails to start
+(its lifespan raised, in any worker process: e.g. the store cannot be opened), after uvicorn
+has logged why. Brokers that do not answer do not stop the start-up: the API starts degraded
+and connects in the background.
 
 With `API__WORKERS=N` (N > 1) uvicorn runs N worker processes on one listening socket. Each
 builds its own application from `app.main:create_app`: it loads the settings itself, and its
@@ -17,10 +19,13 @@ producers) and it exits with status 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import sys
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
 
 from app import logs, metrics
 from app.kafka import access
@@ -37,23 +42,39 @@ def main() -> int:
     # several processes: metrics in multiprocess mode, in a private directory unless one is given
     private = metrics.multiprocess_dir() is None
     metrics_dir = metrics.enter_multiprocess_mode() if settings.api.workers > 1 else None
+    config = uvicorn.Config(
+        # an import string: each worker process builds its own app (and its own producers)
+        "app.main:create_app",
+        factory=True,
+        workers=settings.api.workers,
+        host=settings.api.host,
+        port=settings.api.port,
+        # applied by uvicorn in this process and in each worker process it spawns
+        log_config=logs.logging_config(settings, "api"),
+        # in-flight requests finish within their policy's deadline; then the lifespan stops
+        timeout_graceful_shutdown=settings.kafka.policies.longest_deadline_ms() // 1000 + 5,
+    )
     try:
-        uvicorn.run(
-            # an import string: each worker process builds its own app (and its own producers)
-            "app.main:create_app",
-            factory=True,
-            workers=settings.api.workers,
-            host=settings.api.host,
-            port=settings.api.port,
-            # applied by uvicorn in this process and in each worker process it spawns
-            log_config=logs.logging_config(settings, "api"),
-            # in-flight requests finish within their policy's deadline; then the lifespan stops
-            timeout_graceful_shutdown=settings.kafka.policies.longest_deadline_ms() // 1000 + 5,
-        )
+        return _serve(config)
     finally:
         if metrics_dir is not None and private:
             shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
+
+
+def _serve(config: uvicorn.Config) -> int:
+    """Serve until stopped; the exit status."""
+    # What uvicorn.run does, keeping hold of the server or supervisor to tell a failed start.
+    if config.workers == 1:
+        server = uvicorn.Server(config)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
+        return 0 if server.started else STARTUP_FAILURE
+    # When a worker fails to start (its lifespan raised), the supervisor stops them all.
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    with contextlib.suppress(KeyboardInterrupt):
+        supervisor.run()
+    failed = any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes)
+    return STARTUP_FAILURE if failed else 0
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devtools.kafka import KafkaCluster
 from tests.conftest import closed_port, eventually
 from tests.kafka_reader import read_all
-from tests.processes import app_process
+from tests.processes import app_process, run_to_end
 
 pytestmark = pytest.mark.kafka
 
@@ -114,6 +114,28 @@ async def test_two_workers_serve_with_a_producer_each_and_stop_gracefully(
     accepted = {r.json()["event_id"] for r in [*responses, *late_ok]}
     records = await read_all(kafka_broker.bootstrap_servers, topic, expected=len(accepted))
     assert accepted <= {json.loads(r.value)["event_id"] for r in records}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_worker_that_cannot_start_stops_the_service_with_status_3(
+    tmp_path: Path, workers: int
+) -> None:
+    # The store's directory cannot be created (a file is in the way): every lifespan fails.
+    (tmp_path / "not-a-directory").write_text("")
+    env = {
+        "API__WORKERS": str(workers),
+        "API__PORT": str(closed_port()),
+        "KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{closed_port()}",  # no answer: not a refusal
+        "STORE__URL": f"sqlite+aiosqlite:///{tmp_path}/not-a-directory/store.db",
+        "TMPDIR": str(tmp_path),
+    }
+
+    status, stdout, stderr = await run_to_end("app", env, tmp_path, timeout_s=60)
+
+    assert status == 3, stdout + stderr  # an orchestrator sees a failure, and why in the log
+    assert "Application startup failed" in stdout + stderr
+    left = await asyncio.to_thread(lambda: [p.name for p in tmp_path.iterdir()])
+    assert left == ["not-a-directory"]  # the metrics' directory is removed
 
 
 async def _at_least(answers: list[httpx.Response | httpx.TransportError], count: int) -> bool:
