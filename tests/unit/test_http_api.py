@@ -145,6 +145,22 @@ async def test_openapi_documents_every_route_model_and_error(client: httpx.Async
     assert "503" in spec["paths"]["/health/ready"]["get"]["responses"]
 
 
+async def test_no_operation_takes_a_topic_from_the_request(client: httpx.AsyncClient) -> None:
+    # Topics come from the settings only: a caller must not choose where events go.
+    spec = (await client.get("/openapi.json")).json()
+    schemas = spec["components"]["schemas"]
+    inputs: list[str] = []
+    for operations in spec["paths"].values():
+        for operation in operations.values():
+            inputs += [parameter["name"] for parameter in operation.get("parameters", [])]
+            for content in operation.get("requestBody", {}).get("content", {}).values():
+                body = schemas[content["schema"]["$ref"].rsplit("/", 1)[-1]]
+                inputs += list(body.get("properties", {}))
+
+    assert "email" in inputs  # the walk found the request bodies
+    assert [name for name in inputs if "topic" in name.lower()] == []
+
+
 async def test_wait_for_delivery_without_kafka_is_refused_before_anything_is_sent(
     client: httpx.AsyncClient,
 ) -> None:
