@@ -70,6 +70,10 @@ class Tables:
         self._engine: AsyncEngine | None = None
 
     @property
+    def url(self) -> str:
+        return self._url
+
+    @property
     def engine(self) -> AsyncEngine:
         if self._engine is None:
             raise RuntimeError(f"{type(self).__name__} is not open")

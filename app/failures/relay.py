@@ -13,6 +13,11 @@ A record whose publish passed its deadline while a broker still had it (a 503 wi
 send it again while that attempt is in flight, and marks it delivered if the attempt is
 acknowledged late. Only when the attempt fails is it replayed.
 
+One relay replays per store at a time: the one that holds the store's relay lease
+(`app.failures.lease`); the relays of other processes over the same store stand by, and one
+takes over at its next round when the holder stops or dies. Records recorded by a standing-by
+process wait for the holder's next round (`interval_ms`).
+
 At least once: a crash after Kafka acknowledged a record but before the store marked it
 delivered sends it again on restart (same event id; consumers deduplicate).
 """
@@ -31,6 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app import logs, metrics
 from app.config import PolicyName, ReplaySettings
+from app.failures import lease as leases
 from app.failures.store import MessageStore, Status, StoredMessage
 from app.kafka import errors
 from app.kafka.publisher import KafkaPublisher
@@ -56,8 +62,12 @@ class Relay:
         store: MessageStore,
         publishers: Mapping[PolicyName, KafkaPublisher],
         settings: ReplaySettings,
+        *,
+        lease: leases.Lease | None = None,
     ) -> None:
         self._store = store
+        self._lease = lease  # by default the store's, made at start()
+        self._replaying: bool | None = None  # holds the lease; None: not asked yet
         self._publishers = publishers
         self._settings = settings
         self._wake = asyncio.Event()
@@ -73,6 +83,9 @@ class Relay:
         self._wake.set()
 
     def start(self) -> None:
+        if self._lease is None:
+            self._lease = leases.for_store(self._store.url, self._store.engine)
+        self._wake.set()  # a first round at once: records left from before a restart
         self._task = asyncio.create_task(self._run(), name="kafka-relay")
 
     def track(self, record_id: str, in_flight: asyncio.Future[Any]) -> None:
@@ -121,6 +134,11 @@ class Relay:
                 await self._task
             self._task = None
         await self.settle_late()
+        if self._lease is not None:
+            await self._lease.release()  # another process's relay may take over now
+            if self._replaying:
+                self._replaying = False
+                metrics.RELAY_REPLAYING.set(0)
 
     async def settle_late(self) -> None:
         """Wait for late deliveries being written to the store (each bounded).
@@ -141,6 +159,8 @@ class Relay:
                     await self._wake.wait()
             self._wake.clear()
             try:
+                if not await self._holds_lease():
+                    continue  # another process's relay replays this store
                 result = await self.run_round()
             except Exception:
                 logger.exception("relay round failed")
@@ -154,6 +174,27 @@ class Relay:
                 self._backoff_s = 0.0
                 if result.delivered >= self._settings.batch_size:
                     self._wake.set()  # a full batch: more may be waiting
+
+    async def _holds_lease(self) -> bool:
+        assert self._lease is not None
+        try:
+            held = await self._lease.acquire()
+        except BaseException:
+            self._set_replaying(False)
+            raise
+        self._set_replaying(held)
+        return held
+
+    @property
+    def replaying(self) -> bool:
+        """Whether this relay holds the store's relay lease (and so replays)."""
+        return bool(self._replaying)
+
+    def _set_replaying(self, replaying: bool) -> None:
+        if replaying != self._replaying:
+            logger.info("relay: %s", "replaying (holds the lease)" if replaying else "standing by")
+            self._replaying = replaying
+            metrics.RELAY_REPLAYING.set(1 if replaying else 0)
 
     async def run_round(self) -> RoundResult:
         """Publish one batch of pending records, oldest first; stop at the first failure."""

@@ -131,6 +131,11 @@ ACKNOWLEDGED_LATE = Counter(
     "Stored messages acknowledged after their deadline, marked delivered instead of replayed.",
     ["policy"],
 )
+RELAY_REPLAYING = Gauge(
+    "kafka_events_relay_replaying",
+    "1 while this process's relay holds the store's relay lease and replays (summed: 1 per store).",
+    multiprocess_mode="livesum",
+)
 STORE_MESSAGES = Gauge(
     "kafka_events_store_messages",
     "Stored messages by status (pending: waiting for replay; abandoned: needs an operator).",

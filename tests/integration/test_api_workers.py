@@ -96,7 +96,7 @@ async def test_two_workers_serve_with_a_producer_each_and_stop_gracefully(
         exit_s = asyncio.get_running_loop().time() - stopped_at
 
     assert [r.status_code for r in responses] == [202] * 200
-    assert scrapes == [(200.0, 200.0)] * 6
+    assert scrapes == [(200.0, 200.0, 1.0)] * 6  # and one relay replays the shared store
     assert list((tmp_path / "tmp").iterdir()) == []  # the metrics' directory is removed
     assert all(isinstance(r.json()["offset"], int) for r in responses)
     assert status == 0
@@ -142,10 +142,11 @@ async def _at_least(answers: list[httpx.Response | httpx.TransportError], count:
     return len(answers) >= count
 
 
-def _delivered(page: httpx.Response, topic: str) -> tuple[float, float]:
-    """Publishes delivered to `topic`, and `202`s counted by the HTTP metrics, on `page`."""
+def _delivered(page: httpx.Response, topic: str) -> tuple[float, float, float]:
+    """Publishes delivered to `topic`, `202`s counted by the HTTP metrics, and relays
+    replaying, on `page`."""
     assert page.status_code == 200
-    published = answered = 0.0
+    published = answered = replaying = 0.0
     for family in text_string_to_metric_families(page.text):
         for sample in family.samples:
             labels = sample.labels
@@ -153,4 +154,6 @@ def _delivered(page: httpx.Response, topic: str) -> tuple[float, float]:
                 published += sample.value if labels["outcome"] == "delivered" else 0
             if sample.name == "http_requests_total" and labels["status"] == "202":
                 answered += sample.value
-    return published, answered
+            if sample.name == "kafka_events_relay_replaying":
+                replaying += sample.value
+    return published, answered, replaying

@@ -14,8 +14,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from app.failures.lease import AdvisoryLease, for_store
 from app.failures.store import MessageStore, Origin, Status
 from devtools.kafka import KafkaCluster
 from devtools.postgres import PostgresServer
@@ -204,3 +206,30 @@ async def test_the_app_records_a_503_in_postgres_and_its_relay_replays_it(
     assert (record.key, record.value) == (recorded.key, recorded.value)
     assert [(k, bytes(v)) for k, v in record.headers] == list(recorded.headers)
     assert record.timestamp == replayed.timestamp
+
+
+async def test_one_relay_lease_per_database_and_it_ends_with_its_session(
+    store: MessageStore, postgres_url: str
+) -> None:
+    other = MessageStore(postgres_url)  # another process's store
+    await other.open()
+    first, second = AdvisoryLease(store.engine), AdvisoryLease(other.engine)
+    try:
+        assert isinstance(for_store(postgres_url, store.engine), AdvisoryLease)
+        assert (await first.acquire(), await second.acquire()) == (True, False)
+        assert await first.acquire()  # kept
+
+        # The holder's session ends (database restart, network cut): its lock goes with it.
+        assert first._connection is not None
+        pid = await first._connection.scalar(select(func.pg_backend_pid()))
+        async with other.engine.begin() as connection:
+            assert await connection.scalar(select(func.pg_terminate_backend(pid)))
+        await eventually(second.acquire, timeout_s=10)
+        assert not await first.acquire()  # finds its session gone, and the lease taken
+
+        await second.release()
+        assert await first.acquire()
+    finally:
+        await first.release()
+        await second.release()
+        await other.close()

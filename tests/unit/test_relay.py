@@ -15,11 +15,13 @@ import pytest
 
 from app import logs
 from app.config import PolicyName, ReplaySettings
+from app.failures.lease import FileLease, Held, for_store
 from app.failures.relay import Relay
 from app.failures.store import MessageStore, Origin, Status
 from app.kafka import errors
 from app.kafka.messages import OutgoingMessage
 from app.kafka.publisher import KafkaPublisher
+from tests.conftest import eventually
 from tests.unit.test_store import message, receipt
 
 
@@ -207,3 +209,64 @@ async def test_a_late_failure_releases_the_record_for_replay(store: MessageStore
     publisher = cast(FakePublisher, relay._publishers[PolicyName.REPLICATED])
     assert publisher.published == ["e-1", "e-2"]
     assert relay.in_flight == 0
+
+
+# --- one relay replays per store --------------------------------------------------------------
+
+
+async def test_a_file_lease_is_held_by_one_holder_at_a_time(tmp_path: Path) -> None:
+    first, second = FileLease(tmp_path / "x.relay-lock"), FileLease(tmp_path / "x.relay-lock")
+
+    assert (await first.acquire(), await second.acquire()) == (True, False)
+    assert await first.acquire()  # kept
+    await first.release()
+    assert (await second.acquire(), await first.acquire()) == (True, False)
+    await second.release()
+
+
+def test_each_store_gets_the_lease_that_fits_it(store: MessageStore) -> None:
+    assert isinstance(for_store("sqlite+aiosqlite:///:memory:", store.engine), Held)
+    lease = for_store("sqlite+aiosqlite:////srv/data/messages.db", store.engine)
+    assert isinstance(lease, FileLease)
+    assert lease._path == Path("/srv/data/messages.db.relay-lock")
+
+
+async def _published_all(store: MessageStore) -> bool:
+    return await store.count(Status.PENDING) == 0
+
+
+async def test_of_two_relays_over_one_store_one_replays_and_the_other_takes_over(
+    tmp_path: Path,
+) -> None:
+    # Two processes' relays, each with its own store connection to the same SQLite file.
+    url = f"sqlite+aiosqlite:///{tmp_path}/messages.db"
+    stores = [MessageStore(url), MessageStore(url)]
+    for each in stores:
+        await each.open()
+    publishers = [FakePublisher({}), FakePublisher({})]
+    fast = ReplaySettings(interval_ms=20, batch_size=10)
+    relays = [
+        Relay(each, {p: cast(KafkaPublisher, publisher) for p in PolicyName}, fast)
+        for each, publisher in zip(stores, publishers, strict=True)
+    ]
+    try:
+        for relay in relays:
+            relay.start()
+        await _record(stores[0], *range(1, 6))
+        await eventually(lambda: _published_all(stores[0]), timeout_s=10)
+        [leader] = [i for i, relay in enumerate(relays) if relay.replaying]
+        other = 1 - leader
+        first_round = (len(publishers[leader].published), len(publishers[other].published))
+
+        await relays[leader].stop()  # its process stops: the other relay takes over
+        await _record(stores[other], *range(6, 9))
+        await eventually(lambda: _published_all(stores[other]), timeout_s=10)
+    finally:
+        for relay in relays:
+            await relay.stop()
+        for each in stores:
+            await each.close()
+
+    assert first_round == (5, 0)  # each record once, by the relay that holds the lease
+    assert publishers[other].published == ["e-6", "e-7", "e-8"]
+    assert len(publishers[leader].published) == 5
