@@ -12,7 +12,8 @@ Formats (`LOG__FORMAT`), one record per line on stderr:
   message`, the bracket only when an id is known;
 - `json` ([python-json-logger](https://nhairs.github.io/python-json-logger/)): `timestamp`
   (ISO 8601, UTC), `level`, `logger`, `pid`, `message`, then `correlation_id` and `event_id`
-  when known, and `exc_info` (the traceback) with an exception.
+  when known, `exc_info` (the traceback) with an exception, and on uvicorn's access lines
+  `client`, `method`, `path`, `http_version` and `status`.
 
 The level (`LOG__LEVEL`; `API__LOG_LEVEL` and `WORKER__LOG_LEVEL` override it for one process)
 is the root logger's: it applies to the app's loggers and to uvicorn's and aiokafka's.
@@ -159,6 +160,19 @@ class JsonLineFormatter(JsonFormatter):
             reserved_attrs=[*RESERVED_ATTRS, "color_message", "ids", "taskName"],
         )
 
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        super().add_fields(log_data, record, message_dict)
+        # uvicorn's access log line, `client - "METHOD path HTTP/version" status`, as fields too
+        args = record.args
+        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+            log_data.update(zip(_ACCESS_FIELDS, args, strict=True))
+
+
+# The arguments of uvicorn's access log record, in order.
+_ACCESS_FIELDS = ("client", "method", "path", "http_version", "status")
+
 
 def level_of(settings: Settings, process: Process) -> str:
     """The log level of `process`: its own override, else `LOG__LEVEL`."""
@@ -202,6 +216,7 @@ def start(process: Process) -> Settings:
         print(error, file=sys.stderr)
         raise SystemExit(2) from None
     logging.config.dictConfig(logging_config(settings, process))
+    logging.captureWarnings(True)  # Python's warnings as log lines, in the same format
     return settings
 
 

@@ -90,6 +90,28 @@ def test_uvicorns_coloured_copy_of_a_message_is_left_out(
     assert "color_message" not in json.loads(stream.getvalue())
 
 
+def test_an_access_line_has_its_request_as_fields_too() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonLineFormatter())
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "POST", "/verification-emails", "1.1", 202),
+        None,
+    )
+
+    handler.emit(record)
+
+    line = json.loads(stream.getvalue())
+    assert line["message"] == '127.0.0.1:5000 - "POST /verification-emails HTTP/1.1" 202'
+    assert (line["method"], line["path"], line["status"]) == ("POST", "/verification-emails", 202)
+    assert (line["client"], line["http_version"]) == ("127.0.0.1:5000", "1.1")
+
+
 def test_text_lines_show_the_ids_only_when_known(
     output: tuple[logging.Logger, io.StringIO],
 ) -> None:
