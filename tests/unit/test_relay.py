@@ -7,11 +7,8 @@ broker is in tests/integration/test_failures.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
-
-import pytest
 
 from app import logs
 from app.config import PolicyName, ReplaySettings
@@ -43,14 +40,6 @@ class FakePublisher:
 def relay_for(store: MessageStore, publisher: FakePublisher, max_attempts: int = 3) -> Relay:
     publishers = {p: cast(KafkaPublisher, publisher) for p in PolicyName}
     return Relay(store, publishers, ReplaySettings(max_attempts=max_attempts, batch_size=10))
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[MessageStore]:
-    store = MessageStore(f"sqlite+aiosqlite:///{tmp_path}/messages.db")
-    await store.open()
-    yield store
-    await store.close()
 
 
 async def _record(store: MessageStore, *numbers: int, policy: str = "replicated") -> None:

@@ -11,8 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import pytest
@@ -108,14 +107,6 @@ def publisher(producer: FakeProducer, tracer: trace.Tracer | None, **policy: Any
         policies=PoliciesSettings(replicated=replicated),
     )
     return KafkaPublisher(settings, producer_factory=lambda: producer, tracer=tracer)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[MessageStore]:
-    store = MessageStore(f"sqlite+aiosqlite:///{tmp_path}/messages.db")
-    await store.open()
-    yield store
-    await store.close()
 
 
 def names(headers: Sequence[tuple[str, bytes]]) -> list[str]:

@@ -1,0 +1,19 @@
+"""Fixtures shared by the unit tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from app.failures.store import MessageStore
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[MessageStore]:
+    """A message store in a SQLite file of the test's own."""
+    store = MessageStore(f"sqlite+aiosqlite:///{tmp_path}/messages.db")
+    await store.open()
+    yield store
+    await store.close()
