@@ -211,5 +211,25 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def closed_ports(count: int) -> int:
+    """The first of `count` consecutive loopback ports nobody listens on (for a server that
+    takes a base port and the ones after it)."""
+    for _ in range(50):
+        base = closed_port()
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+        return base
+    raise RuntimeError(f"no {count} consecutive free loopback ports found")
+
+
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ import pytest
 
 from app.failures.store import MessageStore, Status
 from devtools.kafka import KafkaCluster
-from tests.conftest import closed_port, eventually
+from tests.conftest import closed_port, closed_ports, eventually
 from tests.kafka_reader import read_all
 from tests.processes import app_process
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.kafka
 async def test_an_outbox_app_killed_before_publishing_loses_nothing(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    broker_port, api_port = closed_port(), closed_port()
+    broker_port, api_port = closed_ports(2), closed_port()  # broker and controller ports
     topic = "t-outbox-crash"
     store_url = f"sqlite+aiosqlite:///{tmp_path}/outbox.db"
     env = {

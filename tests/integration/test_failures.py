@@ -19,7 +19,13 @@ from app.config import PolicyName
 from app.failures.store import MessageStore, Origin
 from app.kafka.messages import OutgoingMessage
 from devtools.kafka import KafkaCluster
-from tests.conftest import closed_port, eventually, make_settings, repo_root, running_app
+from tests.conftest import (
+    closed_ports,
+    eventually,
+    make_settings,
+    repo_root,
+    running_app,
+)
 from tests.kafka_reader import read_at
 
 pytestmark = pytest.mark.kafka
@@ -44,7 +50,7 @@ async def _wait_delivered(client: httpx.AsyncClient, event_id: str, timeout_s: f
 async def test_a_503_is_recorded_then_replayed_once_a_broker_appears(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    port = closed_port()
+    port = closed_ports(2)  # a broker starts there later: its port and its controller's
     settings = make_settings(
         f"127.0.0.1:{port}",
         "t-replayed",

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from devtools.kafka import KafkaCluster
-from tests.conftest import closed_port, eventually, repo_root
+from tests.conftest import closed_port, closed_ports, eventually, repo_root
 from tests.kafka_reader import read_at
 
 pytestmark = pytest.mark.kafka
@@ -37,6 +37,9 @@ async def _serve_and_post(env: dict[str, str], port: int, bootstrap: str | None,
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
 
             async def ready() -> bool:
+                if process.returncode is not None:  # it gave up: no use waiting
+                    output = await asyncio.to_thread(log.read_text)
+                    pytest.fail(f"exited with {process.returncode}:\n{output}")
                 try:
                     return (await client.get("/health/ready")).status_code == 200
                 except httpx.TransportError:
@@ -54,7 +57,8 @@ async def _serve_and_post(env: dict[str, str], port: int, bootstrap: str | None,
         )
         assert record.key == b"grace@example.com"
     finally:
-        process.send_signal(signal.SIGINT)
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
         async with asyncio.timeout(60):
             await process.wait()
     if process.returncode != 0:
@@ -70,7 +74,7 @@ async def test_make_run_uses_a_reachable_broker(kafka_broker: KafkaCluster, tmp_
 
 
 async def test_make_run_starts_a_local_broker_when_none_is_reachable(tmp_path: Path) -> None:
-    broker_port = closed_port()
+    broker_port = closed_ports(2)  # the broker's port, and its controller's after it
     env = {
         "KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{closed_port()}",
         "DEVTOOLS_KAFKA_PORT": str(broker_port),

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from app.config import PolicyName
 from app.kafka import publisher as publisher_module
 from devtools.kafka import KafkaCluster
-from tests.conftest import closed_port, eventually, make_settings, running_app
+from tests.conftest import closed_port, closed_ports, eventually, make_settings, running_app
 from tests.kafka_reader import read_all, read_at
 
 pytestmark = pytest.mark.kafka
@@ -227,7 +227,7 @@ async def test_without_a_broker_the_app_starts_not_ready_and_answers_503_in_time
 async def test_the_app_connects_once_a_broker_appears_after_start_up(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    port = closed_port()
+    port = closed_ports(2)  # a broker starts there later: its port and its controller's
     settings = make_settings(
         f"127.0.0.1:{port}",
         "t-late-broker",
