@@ -41,7 +41,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Literal
@@ -52,6 +52,7 @@ from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 from app.config import LogFormat, Settings, SettingsError, load_settings
+from app.kafka.messages import Headers, header
 
 if TYPE_CHECKING:  # the worker imports this module too, and needs no FastAPI
     from fastapi import FastAPI
@@ -81,12 +82,9 @@ def new_correlation_id() -> str:
     return str(uuid.uuid4())
 
 
-def correlation_id_in(headers: Iterable[tuple[str, bytes]]) -> str | None:
+def correlation_id_in(headers: Headers) -> str | None:
     """The correlation id in Kafka `headers` (the last one wins); None if missing or invalid."""
-    found = None
-    for name, value in headers:
-        if name == KAFKA_CORRELATION_HEADER:
-            found = value
+    found = header(headers, KAFKA_CORRELATION_HEADER)
     if found is None:
         return None
     text = found.decode("utf-8", errors="replace")

@@ -21,3 +21,12 @@ class OutgoingMessage:
     event_id: str
     key: bytes | None = None
     headers: tuple[tuple[str, bytes], ...] = field(default=())
+
+
+def header(headers: Headers, name: str) -> bytes | None:
+    """The last value of header `name` (Kafka allows repeats; the last one wins), or None."""
+    found = None
+    for key, value in headers:
+        if key == name:
+            found = value
+    return found

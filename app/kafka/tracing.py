@@ -6,7 +6,7 @@ UTF-8 values: the names and values used over HTTP, and what other Kafka instrume
 OpenTelemetry Java agent, opentelemetry-instrumentation-aiokafka) write and read too. They come
 from OpenTelemetry's global propagator (`OTEL_PROPAGATORS`, default `tracecontext,baggage`). A
 record has at most one of each: writing a context replaces the one it carried; reading takes
-the last one, as for every other header (`app.worker.messages.header`).
+the last one, as for every other header (`app.kafka.messages.header`).
 
 Spans, named and attributed after OpenTelemetry's messaging semantic conventions (1.44):
 

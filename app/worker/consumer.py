@@ -303,7 +303,7 @@ class VerificationEmailWorker:
                 headers = list(record.headers or ())
                 with logs.bound(
                     event_id=messages.event_id_of(headers),
-                    correlation_id=messages.correlation_id_of(headers),
+                    correlation_id=logs.correlation_id_in(headers),
                 ):
                     if not await self._process(record):
                         break

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -32,8 +31,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
 
 from app import logs
-
-Headers = Sequence[tuple[str, bytes]]
+from app.kafka.messages import Headers, header
 
 REPLY_TOPIC = "kafka_replyTopic"
 REPLY_PARTITION = "kafka_replyPartition"
@@ -102,15 +100,6 @@ def parse_event(value: bytes | None) -> VerificationEmailEvent:
         raise PoisonMessage("InvalidEvent", shorten(detail)) from None
 
 
-def header(headers: Headers, name: str) -> bytes | None:
-    """The last value of header `name` (Kafka allows repeats; the last one wins), or None."""
-    found = None
-    for key, value in headers:
-        if key == name:
-            found = value
-    return found
-
-
 def event_id_of(headers: Headers) -> str | None:
     """The `event_id` header, for logging and replying about a record whose value is unreadable."""
     raw = header(headers, "event_id")
@@ -118,11 +107,6 @@ def event_id_of(headers: Headers) -> str | None:
         return None
     text = raw.decode("utf-8", errors="replace")[:64]
     return text or None
-
-
-def correlation_id_of(headers: Headers) -> str | None:
-    """The `correlation_id` header, for logging; None when it is missing or not a valid id."""
-    return logs.correlation_id_in(headers)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from app import logs
 from app.config import (
     Settings,
     SettingsError,
@@ -19,6 +20,7 @@ from app.config import (
     WorkerSettings,
     load_settings,
 )
+from app.kafka.messages import header
 from app.verification import events
 from app.verification.events import VerificationEmailRequested
 from app.worker import messages
@@ -66,14 +68,14 @@ def test_the_worker_reads_the_correlation_id_the_api_writes() -> None:
     )
     headers = list(requested.to_message("t").headers)
 
-    assert messages.correlation_id_of(headers) == "req-9"
+    assert logs.correlation_id_in(headers) == "req-9"
     assert messages.event_id_of(headers) == requested.event_id
 
 
 @pytest.mark.parametrize("value", [b"", b"two words", b"x" * 65, b"\xff\xfe", b"a\nb"])
 def test_an_unusable_correlation_id_is_ignored(value: bytes) -> None:
-    assert messages.correlation_id_of([("correlation_id", value)]) is None
-    assert messages.correlation_id_of([]) is None
+    assert logs.correlation_id_in([("correlation_id", value)]) is None
+    assert logs.correlation_id_in([]) is None
 
 
 def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
@@ -147,7 +149,7 @@ def test_unusable_reply_headers_are_refused(headers: list[tuple[str, bytes]]) ->
 
 
 def test_the_last_of_repeated_headers_wins() -> None:
-    assert messages.header([("a", b"1"), ("a", b"2")], "a") == b"2"
+    assert header([("a", b"1"), ("a", b"2")], "a") == b"2"
 
 
 def test_a_reply_value_is_the_contract_json_in_utc() -> None:
