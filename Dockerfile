@@ -1,4 +1,5 @@
-# The service image: the locked runtime dependencies and app/, run as an unprivileged user.
+# The service image: the locked runtime dependencies, the library (src/) and app/, run as an
+# unprivileged user.
 # The API (`python -m app`, the default) and the worker (`python -m app.worker`) share it.
 FROM python:3.11-slim
 
@@ -10,9 +11,12 @@ ENV UV_PYTHON_DOWNLOADS=never \
 
 RUN pip install --no-cache-dir uv==0.13.8
 WORKDIR /srv
-COPY pyproject.toml uv.lock ./
-# Runtime dependencies only: --no-dev alone would still install the default `bench` group.
-RUN uv sync --locked --no-default-groups --no-install-project
+COPY pyproject.toml uv.lock README.md ./
+# The library's and the service's dependencies only: --no-dev alone would still install the
+# default `bench` group.
+RUN uv sync --locked --no-default-groups --group service --no-install-project
+COPY src ./src
+RUN uv sync --locked --no-default-groups --group service --no-editable
 COPY app ./app
 # The store's default SQLite file (STORE__URL) lives in /srv/data: writable by the app's user,
 # and a mounted volume starts with this ownership.

@@ -41,15 +41,16 @@ kafka-fetch: install  ## Apache Kafka's jars from Maven Central (once)
 run: kafka-fetch  ## serve the API on 127.0.0.1:8000 with a local broker on 127.0.0.1:9092
 	$(PY) -m devtools.serve
 
-lint: install  ## ruff lint and format check
+lint: install  ## ruff lint and format check, and the import contracts (library vs service)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: install  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-typecheck: install  ## mypy --strict over app, tests and devtools
+typecheck: install  ## mypy --strict over the library, the service, the examples and the tests
 	$(VENV)/bin/mypy
 
 pytest: kafka-fetch  ## the test suite, real brokers included

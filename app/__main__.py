@@ -28,7 +28,8 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from app import logs, metrics
-from app.kafka import access
+from app.config import env_names
+from kafka_events import AccessRefused, access
 
 
 def main() -> int:
@@ -36,8 +37,8 @@ def main() -> int:
     # The lifespan checks too, but a refusal there reaches uvicorn, which logs a traceback.
     try:
         asyncio.run(access.check(settings.kafka, client_id=settings.kafka.producer.client_id))
-    except access.AccessRefused as error:
-        print(error, file=sys.stderr)
+    except AccessRefused as error:
+        print(env_names(str(error), ("kafka",)), file=sys.stderr)
         return 1
     # several processes: metrics in multiprocess mode, in a private directory unless one is given
     private = metrics.multiprocess_dir() is None

@@ -37,90 +37,50 @@ from __future__ import annotations
 
 import logging
 import logging.config
-import re
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Literal
 
 from asgi_correlation_id import CorrelationIdMiddleware
-from asgi_correlation_id import correlation_id as _request_correlation_id
+from asgi_correlation_id import correlation_id as request_correlation_id
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 from app.config import LogFormat, Settings, SettingsError, load_settings
-from app.kafka.messages import Headers, header
+from kafka_events import context
+from kafka_events.context import bound, correlation_id_in, valid_correlation_id
 
 if TYPE_CHECKING:  # the worker imports this module too, and needs no FastAPI
     from fastapi import FastAPI
+
+__all__ = ["bound", "correlation_id_in", "valid_correlation_id"]
 
 Process = Literal["api", "worker"]
 
 CORRELATION_HEADER = "X-Correlation-ID"
 # The Kafka header that carries it from the API to the worker and the relay.
-KAFKA_CORRELATION_HEADER = "correlation_id"
-_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+KAFKA_CORRELATION_HEADER = context.CORRELATION_HEADER
 
-# The request's correlation id: the middleware's own variable, so that both stay one.
-correlation_id: ContextVar[str | None] = _request_correlation_id
-event_id: ContextVar[str | None] = ContextVar("event_id", default=None)
-_CONTEXT: dict[str, ContextVar[str | None]] = {
-    "correlation_id": correlation_id,
-    "event_id": event_id,
-}
-
-
-def valid_correlation_id(value: str) -> bool:
-    """Whether `value` may be used as a correlation id (it goes into logs and headers)."""
-    return _CORRELATION_ID.fullmatch(value) is not None
+# Bound while an event is published, replayed or handled (`bound()`); a request's own
+# correlation id is the middleware's `request_correlation_id`, shown when none is bound.
+correlation_id = context.correlation_id
+event_id = context.event_id
+_CONTEXT = ("correlation_id", "event_id")
 
 
 def new_correlation_id() -> str:
     return str(uuid.uuid4())
 
 
-def correlation_id_in(headers: Headers) -> str | None:
-    """The correlation id in Kafka `headers` (the last one wins); None if missing or invalid."""
-    found = header(headers, KAFKA_CORRELATION_HEADER)
-    if found is None:
-        return None
-    text = found.decode("utf-8", errors="replace")
-    return text if valid_correlation_id(text) else None
-
-
-@contextmanager
-def bound(**ids: str | None) -> Iterator[None]:
-    """Bind `correlation_id` and/or `event_id` (None: unknown) for every line logged within.
-
-    Only the ids given are bound; each gets its previous value back on exit.
-
-    Raises:
-        TypeError: an id other than those two.
-    """
-    unknown = set(ids) - set(_CONTEXT)
-    if unknown:
-        raise TypeError(f"no log context field {', '.join(sorted(unknown))}")
-    tokens: list[tuple[ContextVar[str | None], Token[str | None]]] = [
-        (_CONTEXT[name], _CONTEXT[name].set(value)) for name, value in ids.items()
-    ]
-    try:
-        yield
-    finally:
-        for variable, token in reversed(tokens):
-            variable.reset(token)
-
-
-class ContextFilter(logging.Filter):
-    """Adds the bound ids to each record (as `correlation_id`, `event_id`) when they are set."""
+class ContextFilter(context.ContextFilter):
+    """Adds the bound ids (as `correlation_id`, `event_id`) to each record when they are set;
+    the request's correlation id when no other is bound."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        for name, variable in _CONTEXT.items():
-            value = variable.get()
-            if value is not None and not hasattr(record, name):
-                setattr(record, name, value)
+        super().filter(record)
+        if not hasattr(record, "correlation_id") and (found := request_correlation_id.get()):
+            record.correlation_id = found
         return True
 
 

@@ -6,7 +6,6 @@ Run with `python -m app` (validates settings first) or
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -16,24 +15,18 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app import docs, exceptions, logs, metrics
-from app.config import PolicyName, Settings, VerificationSettings, load_settings
-from app.events import EventBus
-from app.failures.relay import Relay
+from app import docs, exceptions, logs, metrics, publishing
+from app.config import Settings, env_names, load_settings
 from app.failures.router import admin_router, events_router
-from app.failures.store import MessageStore
 from app.health.router import router as health_router
-from app.kafka import access
-from app.kafka.delivery import DeliveryService
-from app.kafka.publisher import KafkaPublisher
-from app.kafka.replies import ReplyReader, RequestReply
 from app.metrics.router import router as metrics_router
 from app.middleware import BodySizeLimit
 from app.ratelimit import EmailRateLimiter
 from app.state import AppState
-from app.tracing import Tracing
-from app.verification import listeners as verification_listeners
+from app.telemetry import Tracing
 from app.verification.router import router as verification_router
+from kafka_events import AccessRefused
+from kafka_events.fastapi import lifespan as kafka_lifespan
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -50,85 +43,21 @@ def create_app(
     """
     settings = settings or load_settings()
     tracing = Tracing(settings.tracing, exporter=span_exporter)
-    # Listeners are registered now; their dependencies are injected when the lifespan starts.
-    events = EventBus()
-    verification_listeners.register(events)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, AppState]]:
-        # Teardown runs in reverse: relay, then publishers (flushing), the store, then tracing.
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
+        # Teardown runs in reverse: the library (relay, producers flushing, store), then tracing.
         async with AsyncExitStack() as stack:
             stack.callback(metrics.process_exited, os.getpid())
             tracing.start()
             stack.push_async_callback(tracing.stop)
-            store = MessageStore(settings.store.url)
-            await store.open()
-            relays: list[Relay] = []
-
-            async def close_store() -> None:
-                for relay in relays:  # late acknowledgements from the publishers' last flush
-                    await relay.settle_late()
-                await store.close()
-
-            stack.push_async_callback(close_store)
-            tracer = tracing.tracer("app.kafka.publisher")
-            publishers = {
-                policy: KafkaPublisher(settings.kafka, policy, tracer=tracer)
-                for policy in PolicyName
-            }
-            for publisher in publishers.values():
-                stack.push_async_callback(publisher.stop)
-            # Concurrently: each step is bounded by connect_timeout_ms. Brokers that refuse us
-            # (credentials, TLS trust, ACLs) stop the start-up; brokers that do not answer don't.
-            outcomes = await asyncio.gather(
-                access.check(settings.kafka, client_id=settings.kafka.producer.client_id),
-                *(p.start() for p in publishers.values()),
-                return_exceptions=True,
-            )
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-            relay = Relay(store, publishers, settings.replay)
-            relays.append(relay)
-            if settings.replay.enabled:
-                relay.start()
-                stack.push_async_callback(relay.stop)
-            delivery = DeliveryService(
-                publishers, store, on_recorded=relay.wake, on_in_flight=relay.track
-            )
-            replies = ReplyReader(settings.kafka, settings.reply)
-            replies.start()  # in the background: request-reply waits for it, emit does not
-            stack.push_async_callback(replies.stop)
-            providers: dict[type, object] = {
-                Settings: settings,
-                VerificationSettings: settings.verification,
-                DeliveryService: delivery,
-                MessageStore: store,
-                RequestReply: RequestReply(delivery, replies, settings.reply.timeout_ms),
-            }
-            events.start(providers)
-            stack.callback(events.stop)
-            logger.info(
-                "started: publishers %s; relay %s",
-                ", ".join(f"{p.name}={p.state.value}" for p in publishers.values()),
-                "on" if settings.replay.enabled else "off",
-            )
-            yield {
-                "app": AppState(
-                    settings=settings,
-                    publishers=publishers,
-                    store=store,
-                    relay=relay,
-                    delivery=delivery,
-                    events=events,
-                    replies=replies,
-                    rate_limiter=(
-                        EmailRateLimiter(settings.rate_limit)
-                        if settings.rate_limit.enabled
-                        else None
-                    ),
-                )
-            }
+            kafka = publishing.kafka_events(settings, tracer=tracing.tracer("kafka_events"))
+            try:
+                state = await stack.enter_async_context(kafka_lifespan(kafka)(app))
+            except AccessRefused as refused:  # named as the environment variables to fix
+                raise AccessRefused(env_names(str(refused), ("kafka",))) from None
+            limiter = EmailRateLimiter(settings.rate_limit) if settings.rate_limit.enabled else None
+            yield {**state, "app": AppState(settings=settings, kafka=kafka, rate_limiter=limiter)}
             logger.info("stopping")
 
     app = FastAPI(

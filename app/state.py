@@ -1,28 +1,33 @@
-"""The typed lifespan state: every long-lived client the application owns."""
+"""The typed lifespan state: the running `KafkaEvents` and the service's own clients."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from app.config import PolicyName, Settings
-from app.events.bus import EventBus
-from app.failures.relay import Relay
-from app.failures.store import MessageStore
-from app.kafka.delivery import DeliveryService
-from app.kafka.publisher import KafkaPublisher
-from app.kafka.replies import ReplyReader
+from app.config import Settings
 from app.ratelimit import EmailRateLimiter
+from kafka_events import KafkaEvents, KafkaPublisher, MessageStore
+from kafka_events.replies import ReplyReader
 
 
 @dataclass(frozen=True, slots=True)
 class AppState:
     settings: Settings
-    publishers: Mapping[PolicyName, KafkaPublisher]
-    store: MessageStore
-    relay: Relay
-    delivery: DeliveryService
-    events: EventBus
-    replies: ReplyReader
+    kafka: KafkaEvents
     # None when RATE_LIMIT__ENABLED=false
     rate_limiter: EmailRateLimiter | None = None
+
+    @property
+    def store(self) -> MessageStore:
+        return self.kafka.store
+
+    @property
+    def publishers(self) -> Mapping[str, KafkaPublisher]:
+        return self.kafka.publishers
+
+    @property
+    def replies(self) -> ReplyReader:
+        """The reply reader (the service always configures request-reply)."""
+        assert self.kafka.replies is not None
+        return self.kafka.replies

@@ -43,10 +43,10 @@ from typing import Any
 
 import uvloop
 
-from app.kafka.messages import OutgoingMessage
 from app.verification.events import VerificationEmailRequested
 from bench import procfs
 from bench.stats import latency_summary
+from kafka_events.messages import OutgoingMessage
 
 WARMUP = 50
 CLIENTS = ("facade", "aiokafka", "faststream", "confluent", "confluent_linger5")
@@ -63,10 +63,11 @@ class Client:
 
 async def _facade(servers: str) -> Client:
     from app.config import load_settings
-    from app.kafka.publisher import KafkaPublisher
+    from kafka_events import KafkaPublisher
 
     os.environ["KAFKA__BOOTSTRAP_SERVERS"] = servers
-    publisher = KafkaPublisher(load_settings().kafka)
+    settings = load_settings()
+    publisher = KafkaPublisher(settings.kafka, settings.kafka.policies.replicated)
     await publisher.start()
 
     async def publish(message: OutgoingMessage) -> int:

@@ -107,9 +107,12 @@ async def _measure(
 async def publish_overhead(count: int, concurrency: int) -> float:
     """CPU µs per `KafkaPublisher.publish` through the stub producer."""
     from app.config import load_settings
-    from app.kafka.publisher import KafkaPublisher
+    from kafka_events import KafkaPublisher
 
-    publisher = KafkaPublisher(load_settings().kafka, producer_factory=StubProducer)
+    settings = load_settings()
+    publisher = KafkaPublisher(
+        settings.kafka, settings.kafka.policies.replicated, producer_factory=StubProducer
+    )
     await publisher.start()
     batch = micro.messages("bench.overhead", WARMUP + count)
 
@@ -126,11 +129,11 @@ async def http_overhead(count: int, concurrency: int) -> float:
     """CPU µs per `POST /verification-emails` through ASGI, every producer a stub."""
     from asgi_lifespan import LifespanManager
 
-    import app.kafka.publisher
+    import kafka_events.producer.lifecycle
     from app.main import create_app
 
-    # what the publishers' default factory builds
-    app.kafka.publisher.AIOKafkaProducer = StubProducer  # type: ignore[attr-defined]
+    # what the producers' default factory builds
+    kafka_events.producer.lifecycle.AIOKafkaProducer = StubProducer  # type: ignore[attr-defined]
     statuses: dict[int, int] = {}
 
     async def post(number: int) -> None:

@@ -60,8 +60,8 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
 
-from app.failures.store import MessageStore, Status, StoredMessage
 from app.verification.events import EVENT_TYPE
+from kafka_events.store import MessageStore, Status, StoredMessage
 
 PATH = "/verification-emails"
 REDIRECT_BASE = "https://app.example.com/verify"

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import httpx
 
-from app.failures.store import MessageStore
 from chaos.accounting import (
     Accounting,
     Load,
@@ -31,6 +30,7 @@ from chaos.accounting import (
 from chaos.cluster import create_topic, leader_of, restore, running_brokers, wait_isr
 from chaos.service import Service
 from devtools.kafka import KafkaCluster
+from kafka_events.store import SqlStore
 
 RELAY_DRAIN_TIMEOUT_S = 180.0
 TOPIC_DRAIN_TIMEOUT_S = 180.0
@@ -227,7 +227,7 @@ async def run_fault(fault: Fault, cluster: KafkaCluster, plan: Plan, scratch: Pa
         load_s = load.duration_s
         if not await wait_isr(cluster, topic, 3, timeout_s=ISR_TIMEOUT_S):
             ctx.notes.append("ISR not full again before the accounting")
-        store = MessageStore(store_url)
+        store = SqlStore(store_url)
         await store.open()
         try:
             pending = await wait_store_drained(store, timeout_s=RELAY_DRAIN_TIMEOUT_S)

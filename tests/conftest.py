@@ -26,11 +26,8 @@ from app.config import (
     KafkaSettings,
     PoliciesSettings,
     PolicyName,
-    PolicySettings,
-    ProducerSettings,
     RateLimitSettings,
     ReplaySettings,
-    SecuritySettings,
     Settings,
     StoreSettings,
     VerificationSettings,
@@ -38,6 +35,7 @@ from app.config import (
 from app.main import create_app
 from app.state import AppState
 from devtools.kafka import KafkaCluster
+from kafka_events import Policy, ProducerConfig, SecurityConfig
 
 # Broker start-up, topic creation and consumer-group joins are real and take seconds.
 STARTUP_TIMEOUT_S = 60
@@ -114,7 +112,7 @@ def _store_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     _STORE_DIR.append(tmp_path_factory.mktemp("stores"))
 
 
-_TRANSPORT = set(ProducerSettings.model_fields)
+_TRANSPORT = set(ProducerConfig.model_fields)
 
 
 def make_settings(
@@ -125,7 +123,7 @@ def make_settings(
     store_url: str | None = None,
     replay: Mapping[str, object] | None = None,
     admin_token: str | None = None,
-    security: SecuritySettings | None = None,
+    security: SecurityConfig | None = None,
     **overrides: object,
 ) -> Settings:
     """Settings for a test app, ignoring any `.env` file.
@@ -139,7 +137,7 @@ def make_settings(
     base = PoliciesSettings()
     policies = base.model_copy(
         update={
-            policy.value: PolicySettings.model_validate(
+            policy.value: Policy.model_validate(
                 {**base.get(policy).model_dump(), **policy_overrides}
             )
         }
@@ -150,8 +148,8 @@ def make_settings(
         _env_file=None,
         kafka=KafkaSettings(
             bootstrap_servers=bootstrap_servers,
-            security=security or SecuritySettings(),
-            producer=ProducerSettings.model_validate(transport),
+            security=security or SecurityConfig(),
+            producer=ProducerConfig.model_validate(transport),
             policies=PoliciesSettings.model_validate(policies.model_dump()),
         ),
         store=StoreSettings(url=store_url),

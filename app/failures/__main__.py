@@ -22,10 +22,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from app.config import PolicyName, Settings, SettingsError, load_settings
-from app.failures.relay import Relay
-from app.failures.store import MessageStore, Status, StoredMessage
-from app.kafka.publisher import KafkaPublisher
+from app.config import Settings, SettingsError, load_settings
+from kafka_events import KafkaPublisher
+from kafka_events.store import MessageStore, Relay, SqlStore, Status, StoredMessage
 
 cli = typer.Typer(help=__doc__.splitlines()[0], no_args_is_help=True, add_completion=False)
 console = Console()
@@ -42,7 +41,7 @@ def _settings() -> Settings:
 
 def _with_store(work: Callable[[MessageStore], Awaitable[_T]]) -> _T:
     async def main() -> _T:
-        store = MessageStore(_settings().store.url)
+        store = SqlStore(_settings().store.url)
         await store.open()
         try:
             return await work(store)
@@ -102,7 +101,10 @@ def replay(
         else:
             found = [await store.get(i) for i in record_ids or []]
             records = [r for r in found if r is not None and r.status is Status.PENDING]
-        publishers = {p: KafkaPublisher(settings.kafka, p) for p in PolicyName}
+        publishers = {
+            name: KafkaPublisher(settings.kafka, policy, name=name)
+            for name, policy in settings.kafka.policies.as_mapping().items()
+        }
         await asyncio.gather(*(p.start() for p in publishers.values()))
         relay = Relay(store, publishers, settings.replay)
         delivered = failed = 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 import secrets
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query
 
+from app.dependencies import Settings
 from app.exceptions import (
     ApiError,
     BodyTooLarge,
@@ -15,19 +16,11 @@ from app.exceptions import (
     responses_for,
 )
 from app.failures.schemas import CountBody, EventStatus, ReplayRequest, StoredRecord
-from app.failures.store import MessageStore, Status, StoredMessage
-from app.state import AppState
+from kafka_events.fastapi import EventsDep, StoreDep
+from kafka_events.store import Status, StoredMessage
 
 events_router = APIRouter(tags=["events"])
 admin_router = APIRouter(prefix="/admin", tags=["admin"])
-
-
-async def get_store(request: Request) -> MessageStore:
-    state: AppState = request.state.app
-    return state.store
-
-
-Store = Annotated[MessageStore, Depends(get_store)]
 
 
 @events_router.get(
@@ -36,7 +29,7 @@ Store = Annotated[MessageStore, Depends(get_store)]
     summary="Status of a stored event",
     responses={**error_responses(404), **responses_for(RequestInvalid)},
 )
-async def get_event(*, event_id: str, store: Store) -> EventStatus:
+async def get_event(*, event_id: str, store: StoreDep) -> EventStatus:
     """Status of an event that went through the store (outbox, or a recorded failure)."""
     record = await store.find_event(event_id)
     if record is None:
@@ -45,11 +38,10 @@ async def get_event(*, event_id: str, store: Store) -> EventStatus:
 
 
 async def require_admin(
-    request: Request, authorization: Annotated[str | None, Header()] = None
+    settings: Settings, authorization: Annotated[str | None, Header()] = None
 ) -> None:
     """Admin routes need `Authorization: Bearer <ADMIN__TOKEN>`; they are off without a token."""
-    state: AppState = request.state.app
-    token = state.settings.admin.token
+    token = settings.admin.token
     if token is None:
         raise ApiError(403, "admin_disabled", "set ADMIN__TOKEN to enable the admin routes")
     scheme, _, given = (authorization or "").partition(" ")
@@ -83,7 +75,7 @@ def _record(record: StoredMessage) -> StoredRecord:
     responses={**error_responses(401, 403), **responses_for(RequestInvalid)},
 )
 async def list_messages(
-    *, store: Store, status: Status | None = None, limit: int = 100, after_seq: int = 0
+    *, store: StoreDep, status: Status | None = None, limit: int = 100, after_seq: int = 0
 ) -> list[StoredRecord]:
     """Stored messages in the order they were stored, optionally of one status."""
     limit = max(1, min(limit, 1000))
@@ -97,7 +89,7 @@ async def list_messages(
     summary="Show one stored message",
     responses={**error_responses(401, 403, 404), **responses_for(RequestInvalid)},
 )
-async def show_message(*, record_id: str, store: Store) -> StoredRecord:
+async def show_message(*, record_id: str, store: StoreDep) -> StoredRecord:
     """One stored message, with its last error."""
     record = await store.get(record_id)
     if record is None:
@@ -112,13 +104,12 @@ async def show_message(*, record_id: str, store: Store) -> StoredRecord:
     summary="Replay abandoned messages",
     responses={**error_responses(401, 403, 422), **responses_for(BodyTooLarge)},
 )
-async def replay_messages(*, body: ReplayRequest, request: Request) -> CountBody:
+async def replay_messages(*, body: ReplayRequest, events: EventsDep) -> CountBody:
     """Make abandoned messages (the given ids, or all) pending again; the relay sends them."""
-    state: AppState = request.state.app
     if not body.all and not body.ids:
         raise ApiError(422, "invalid_request", "give ids, or all=true")
-    count = await state.store.requeue(None if body.all else body.ids)
-    state.relay.wake()
+    count = await events.store.requeue(None if body.all else body.ids)
+    events.relay.wake()
     return CountBody(count=count)
 
 
@@ -131,7 +122,7 @@ async def replay_messages(*, body: ReplayRequest, request: Request) -> CountBody
 )
 async def purge_messages(
     *,
-    store: Store,
+    store: StoreDep,
     status: Annotated[
         Literal[Status.DELIVERED, Status.ABANDONED],
         Query(description="Pending messages are never purged: replay them."),

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.failures.store import StoredMessage
+from kafka_events.store import StoredMessage
 
 
 class EventStatus(BaseModel):

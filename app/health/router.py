@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from app.exceptions import ErrorBody, error_response
-from app.kafka.dependencies import Publishers
+from kafka_events.fastapi import EventsDep
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -47,10 +47,11 @@ async def live() -> Live:
         }
     },
 )
-async def ready(*, publishers: Publishers) -> Ready | JSONResponse:
+async def ready(*, events: EventsDep) -> Ready | JSONResponse:
     """Ready when every policy's producer is connected and a broker answered a metadata request."""
-    not_ready = [p for p in publishers if p.state.value != "ready"]
-    if not not_ready and await publishers[0].ping():
+    if await events.ready():
         return Ready()
+    publishers = events.publishers.values()
+    not_ready = [p for p in publishers if p.state.value != "ready"]
     states = ", ".join(f"{p.name}: {p.state.value}" for p in not_ready) or "no answer"
     return error_response(503, "not_ready", f"no Kafka broker answered ({states})")

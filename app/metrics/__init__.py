@@ -1,12 +1,13 @@
 """Prometheus metrics of the API and the worker (prometheus-client).
 
-The metrics are module-level, in prometheus-client's default registry, as the library intends:
-every publisher, relay and worker of a process adds to the same series, and several uvicorn
+The library's series (`kafka_events.metrics`) are made once per process in prometheus-client's
+default registry (`kafka_metrics()`), and the worker's are module-level there too: every
+publisher, relay and worker of a process adds to the same series, and several uvicorn
 worker processes are summed by its multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, set by
 `python -m app` when `API__WORKERS` > 1). Nothing here connects or listens at import time.
 
 Publishing (labels: `topic`, `policy`; `outcome` is `delivered`, `unconfirmed` for acks=0, or
-the error kind of `app.kafka.errors`: `delivery_timeout`, `broker_unavailable`,
+the error kind of `kafka_events.errors`: `delivery_timeout`, `broker_unavailable`,
 `publish_rejected`, `record_too_large`, `unencodable_event`):
 
     kafka_events_publish_total{topic,policy,outcome}       publishes that ended, by outcome
@@ -45,6 +46,7 @@ HTTP requests are counted by prometheus-fastapi-instrumentator (`http_requests_t
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -67,81 +69,24 @@ from prometheus_client import (
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 
+from kafka_events import Metrics
+
 MULTIPROCESS_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
-# Publish latency is a few ms on a healthy cluster and bounded by the policy's deadline.
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 # An accepted request answers within its policy's deadline; 413/422/429 in well under 1 ms.
 _HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 # Handling a record includes sending an email over SMTP (with retries).
 _HANDLE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
-PUBLISHED = Counter(
-    "kafka_events_publish",
-    "Publishes that ended, by outcome.",
-    ["topic", "policy", "outcome"],
-)
-PUBLISH_DURATION = Histogram(
-    "kafka_events_publish_duration_seconds",
-    "Time from publish to the broker's acknowledgement, retries included (successes only).",
-    ["topic", "policy"],
-    buckets=_LATENCY_BUCKETS,
-)
-PUBLISH_RETRIES = Counter(
-    "kafka_events_publish_retries",
-    "Publish attempts that failed with a retriable error and were tried again.",
-    ["topic", "policy", "cause"],
-)
-PUBLISH_IN_FLIGHT = Gauge(
-    "kafka_events_publish_in_flight",
-    "Publishes started and not yet ended (waiting for a key's turn, a broker or an ack).",
-    ["policy"],
-    multiprocess_mode="livesum",
-)
-AWAITING_ACK = Gauge(
-    "kafka_events_producer_awaiting_ack",
-    "Records handed to the producer (buffered or on the wire) and not yet acknowledged.",
-    ["policy"],
-    multiprocess_mode="livesum",
-)
-PRODUCER_READY = Gauge(
-    "kafka_events_producer_ready",
-    "1 when the policy's producer is connected, 0 while connecting, fenced or stopped.",
-    ["policy"],
-    multiprocess_mode="livemin",
-)
-RECORDED = Counter(
-    "kafka_events_recorded",
-    "Messages kept in the store: failed publishes, and outbox messages.",
-    ["topic", "policy", "origin"],
-)
-RECORD_FAILURES = Counter(
-    "kafka_events_record_failures",
-    "Failed publishes the store could not keep either (the caller was told: 503, no record id).",
-    ["topic", "policy"],
-)
-REPLAYED = Counter(
-    "kafka_events_replayed",
-    "Stored messages the relay tried to publish, by outcome.",
-    ["topic", "policy", "outcome"],
-)
-ACKNOWLEDGED_LATE = Counter(
-    "kafka_events_acknowledged_late",
-    "Stored messages acknowledged after their deadline, marked delivered instead of replayed.",
-    ["policy"],
-)
-RELAY_REPLAYING = Gauge(
-    "kafka_events_relay_replaying",
-    "1 while this process's relay holds the store's relay lease and replays (summed: 1 per store).",
-    multiprocess_mode="livesum",
-)
-STORE_MESSAGES = Gauge(
-    "kafka_events_store_messages",
-    "Stored messages by status (pending: waiting for replay; abandoned: needs an operator).",
-    ["status"],
-    multiprocess_mode="mostrecent",
-)
+
+@functools.cache
+def kafka_metrics() -> Metrics:
+    """The library's series of this process, in the default registry (made once: every
+    `KafkaEvents` of the process counts into the same series)."""
+    return Metrics(REGISTRY)
+
+
 WORKER_RECORDS = Counter(
     "kafka_events_worker_records",
     "Records the worker handled and committed, by outcome.",

@@ -6,11 +6,11 @@ import asyncio
 import logging
 
 from fastapi import APIRouter, Response
-from sqlalchemy.exc import SQLAlchemyError
 
 from app import metrics
-from app.failures.router import Store
-from app.failures.store import MessageStore, Status
+from kafka_events import StoreError
+from kafka_events.fastapi import StoreDep
+from kafka_events.store import MessageStore, Status
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ STORE_COUNT_TIMEOUT_S = 2.0
         }
     },
 )
-async def get_metrics(*, store: Store) -> Response:
+async def get_metrics(*, store: StoreDep) -> Response:
     """Publishes, retries, failures, replay backlog, producer buffer and HTTP requests."""
     await _count_stored(store)
     body = await asyncio.to_thread(metrics.exposition)
@@ -47,6 +47,7 @@ async def _count_stored(store: MessageStore) -> None:
     try:
         async with asyncio.timeout(STORE_COUNT_TIMEOUT_S):
             for status in (Status.PENDING, Status.ABANDONED):
-                metrics.STORE_MESSAGES.labels(status.value).set(await store.count(status))
-    except (SQLAlchemyError, OSError, TimeoutError) as error:
+                count = await store.count(status)
+                metrics.kafka_metrics().store_messages.labels(status.value).set(count)
+    except (StoreError, OSError, TimeoutError) as error:
         logger.warning("metrics: the store could not be counted: %r", error)

@@ -7,12 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response, status
 
 from app import exceptions, ratelimit
-from app.dependencies import CorrelationId, RateLimiter
-from app.events.dependencies import Events
-from app.kafka import errors
-from app.kafka.delivery import QueuedReceipt
-from app.kafka.receipts import DeliveryReceipt
-from app.kafka.replies import RepliesUnavailable, ReplyTimeout
+from app.dependencies import CorrelationId, RateLimiter, Settings
 from app.verification import service
 from app.verification.schemas import (
     VerificationEmailAccepted,
@@ -21,6 +16,8 @@ from app.verification.schemas import (
     VerificationEmailRequest,
     WorkerReply,
 )
+from kafka_events import DeliveryReceipt, QueuedReceipt, errors
+from kafka_events.fastapi import EventsDep
 
 router = APIRouter(tags=["verification emails"])
 
@@ -48,15 +45,16 @@ router = APIRouter(tags=["verification emails"])
             errors.BrokerUnavailable,
             errors.PublishRejected,
             errors.StoreUnavailable,
-            RepliesUnavailable,
-            ReplyTimeout,
+            errors.RepliesUnavailable,
+            errors.ReplyTimeout,
         ),
     },
 )
 async def create_verification_email(
     *,
     body: VerificationEmailRequest,
-    events: Events,
+    events: EventsDep,
+    settings: Settings,
     rate_limiter: RateLimiter,
     correlation_id: CorrelationId,
     response: Response,
@@ -74,6 +72,7 @@ async def create_verification_email(
         rate_limiter.acquire(str(body.email))
     published = await service.request_verification_email(
         events=events,
+        settings=settings.verification,
         email=str(body.email),
         redirect_url=str(body.redirect_url),
         await_reply=wait_for == "delivery",

@@ -8,8 +8,7 @@ from typing import Annotated
 from pydantic import AnyUrl, BaseModel, ConfigDict, EmailStr, Field, UrlConstraints
 from pydantic.config import JsonDict
 
-from app.kafka.delivery import QueuedReceipt
-from app.kafka.receipts import DeliveryReceipt
+from kafka_events.receipts import DeliveryReceipt, QueuedReceipt
 
 # http(s) only, a host required, and short enough to fit in an email comfortably.
 RedirectUrl = Annotated[

@@ -1,38 +1,49 @@
-"""What the feature does, independent of HTTP: raise the domain event, return what it gave."""
+"""What the feature does, independent of HTTP: publish the event, return what it gave."""
 
 from __future__ import annotations
 
-from app import logs
-from app.events import EventBus
+from dataclasses import dataclass
+
+from app.config import VerificationSettings
 from app.verification.events import VerificationEmailRequested
-from app.verification.listeners import Published, publish_verification_email
+from kafka_events import KafkaEvents, QueuedReceipt, Reply, context
+from kafka_events.receipts import DeliveryReceipt
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What publishing a verification-email event gave: its receipt, and the reply if awaited."""
+
+    receipt: DeliveryReceipt | QueuedReceipt
+    reply: Reply | None = None
 
 
 async def request_verification_email(
     *,
-    events: EventBus,
+    events: KafkaEvents,
+    settings: VerificationSettings,
     email: str,
     redirect_url: str,
     await_reply: bool = False,
     correlation_id: str | None = None,
 ) -> Published:
-    """Raise `VerificationEmailRequested`; its publishing listener's outcome is the answer.
+    """Publish `VerificationEmailRequested` to the worker's topic under the feature's policy.
 
-    Other listeners of the event run too; their failures are theirs (isolated and logged).
-    The event carries `correlation_id` (the request's) to Kafka, and every line logged while
-    it is dispatched carries its event id.
+    `emit` (the default): returns once the broker acknowledged it. `await_reply`: also waits,
+    under `REPLY__TIMEOUT_MS`, for the worker's answer (request-reply). The event carries
+    `correlation_id` (the request's) to Kafka, and every line logged meanwhile its event id.
 
     Raises:
-        Whatever the publishing listener raised: PublishError (recorded), RepliesUnavailable,
-        ReplyTimeout.
+        PublishError (recorded, see `kafka_events.delivery`), RepliesUnavailable, ReplyTimeout.
     """
-    event = VerificationEmailRequested(
-        email=email,
-        redirect_url=redirect_url,
-        await_reply=await_reply,
-        correlation_id=correlation_id,
-    )
-    with logs.bound(event_id=event.event_id):
-        dispatched = await events.dispatch(event)
-    result: Published = dispatched.result_of(publish_verification_email)
-    return result
+    event = VerificationEmailRequested(email=email, redirect_url=redirect_url)
+    with context.bound(event_id=event.event_id):
+        if await_reply:
+            receipt, reply = await events.request(
+                event, topic=settings.topic, policy=settings.policy, correlation_id=correlation_id
+            )
+            return Published(receipt, reply)
+        receipt = await events.emit(
+            event, topic=settings.topic, policy=settings.policy, correlation_id=correlation_id
+        )
+        return Published(receipt)

@@ -18,9 +18,9 @@ from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import logs, metrics
-from app.config import Settings
-from app.kafka import access
+from app.config import Settings, env_names
 from app.worker.consumer import VerificationEmailWorker
+from kafka_events import AccessRefused
 
 logger = logging.getLogger("app.worker")
 
@@ -47,8 +47,8 @@ async def run(settings: Settings) -> int:
 async def _run_worker(worker: VerificationEmailWorker, stop: asyncio.Event) -> int:
     try:
         await worker.start()
-    except access.AccessRefused as error:
-        logger.error("the worker could not start: %s", error)
+    except AccessRefused as error:
+        logger.error("the worker could not start: %s", env_names(str(error), ("kafka",)))
         return 1
     except (TimeoutError, KafkaError, SQLAlchemyError, OSError) as error:
         logger.error("the worker could not start: %r", error)

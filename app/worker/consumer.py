@@ -38,7 +38,7 @@ group (`consumer.stop()`) and closes the producer and the database.
 
 With tracing on (`TRACING__ENABLED`), each record is handled in a CONSUMER span, a child of
 the producer's span whose context the record carries; the email and the reply are its
-children, and the reply carries the context on (`app.kafka.tracing`).
+children, and the reply carries the context on (`kafka_events.tracing`).
 
 `Any` from the untyped aiokafka stays in this module.
 """
@@ -78,13 +78,13 @@ from tenacity import (
 
 from app import logs, metrics
 from app.config import Settings
-from app.kafka import access, options
-from app.kafka import tracing as kafka_tracing
-from app.tracing import Tracing
+from app.telemetry import Tracing
 from app.worker import messages
 from app.worker.handled import HandledEvents
 from app.worker.mailer import Mailer, SendError, build_email, make_mailer
 from app.worker.messages import ReplyAddress, ReplyStatus, shorten
+from kafka_events import access, options
+from kafka_events import tracing as kafka_tracing
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter

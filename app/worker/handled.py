@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from app.database import Tables
+from kafka_events.store.database import Tables
 
 metadata = MetaData()
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
-from app.kafka.messages import OutgoingMessage
 from app.verification.events import VerificationEmailRequested
 from app.verification.schemas import VerificationEmailRequest
+from kafka_events.messages import OutgoingMessage
 
 __all__ = [
     "BOOTSTRAP_ENV",

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.failures.store import MessageStore, Status
 from devtools.kafka import KafkaCluster
+from kafka_events.store import SqlStore, Status
 from tests.conftest import closed_port, closed_ports, eventually
 from tests.kafka_reader import read_all
 from tests.processes import app_process
@@ -108,7 +108,7 @@ async def test_sigterm_under_load_finishes_or_records_every_accepted_request(
         if isinstance(a, httpx.Response) and a.status_code == 202
     ]
     refused = [a for a in answers if isinstance(a, httpx.Response) and a.status_code == 503]
-    store = MessageStore(store_url)
+    store = SqlStore(store_url)
     await store.open()
     kept = await store.list(limit=1000)
     await store.close()

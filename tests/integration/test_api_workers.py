@@ -103,8 +103,8 @@ async def test_two_workers_serve_with_a_producer_each_and_stop_gracefully(
     assert exit_s < 20
     lines = _lines(log)
     served = _pids(lines, "uvicorn.access", '"POST /verification-emails HTTP/1.1" 202')
-    connected = _pids(lines, "app.kafka.publisher", "publisher replicated connected")
-    stopped = _pids(lines, "app.kafka.publisher", "publisher replicated stopped")
+    connected = _pids(lines, "kafka_events.producer.lifecycle", "publisher replicated connected")
+    stopped = _pids(lines, "kafka_events.producer.lifecycle", "publisher replicated stopped")
     shut_down = _pids(lines, "uvicorn.error", "Application shutdown complete")
     assert len(served) == 2  # both processes served requests
     assert master.pid not in served

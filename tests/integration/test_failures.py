@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from app.config import PolicyName
-from app.failures.store import MessageStore, Origin
-from app.kafka.messages import OutgoingMessage
 from devtools.kafka import KafkaCluster
+from kafka_events.messages import OutgoingMessage
+from kafka_events.store import Origin, SqlStore
 from tests.conftest import (
     closed_ports,
     eventually,
@@ -177,7 +177,7 @@ async def test_the_cli_lists_and_replays_by_hand(
 ) -> None:
     topic = "t-cli-replay"
     url = f"sqlite+aiosqlite:///{tmp_path}/cli.db"
-    store = MessageStore(url)
+    store = SqlStore(url)
     await store.open()
     for n in range(30):
         await store.record(

@@ -215,7 +215,7 @@ async def test_json_logs_carry_the_ids_and_no_secret(
     assert any(line["logger"] == "uvicorn.access" for line in api_lines)
     # the API: its access line and the publish, with the request's ids
     assert _with_ids(api_lines, "req-sent", None, "uvicorn.access")
-    assert _with_ids(api_lines, "req-sent", sent_id, "app.kafka.delivery")
+    assert _with_ids(api_lines, "req-sent", sent_id, "kafka_events.delivery")
     # the worker: every line of its own while handling each record carries both ids
     assert _with_ids(worker_lines, "req-sent", sent_id, "app.worker.consumer")
     assert _with_ids(worker_lines, "req-refused", refused_id, "app.worker.consumer")

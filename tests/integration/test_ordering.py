@@ -18,9 +18,9 @@ import signal
 import pytest
 
 from app.config import PolicyName
-from app.kafka.messages import OutgoingMessage
-from app.kafka.receipts import DeliveryReceipt
 from devtools.kafka import KafkaCluster
+from kafka_events.messages import OutgoingMessage
+from kafka_events.receipts import DeliveryReceipt
 from tests.conftest import create_topic, make_settings, running_app
 from tests.kafka_reader import read_all
 

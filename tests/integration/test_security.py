@@ -22,20 +22,12 @@ from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 from aiokafka.protocol.admin import CreateAclsRequest  # type: ignore[import-untyped]
 from pydantic import SecretStr
 
-from app.config import (
-    PolicyName,
-    ReplySettings,
-    SaslMechanism,
-    SecurityProtocol,
-    SecuritySettings,
-    Settings,
-    WorkerSettings,
-)
-from app.kafka import options
-from app.kafka.access import AccessRefused
+from app.config import PolicyName, ReplySettings, Settings, WorkerSettings
 from app.worker import __main__ as worker_main
 from app.worker.consumer import VerificationEmailWorker
 from devtools.kafka import KafkaCluster, SecureListeners
+from kafka_events import SaslMechanism, SecurityConfig, SecurityProtocol, options
+from kafka_events.errors import AccessRefused
 from tests.conftest import (
     closed_port,
     create_topic,
@@ -80,13 +72,13 @@ def security(
     mechanism: SaslMechanism = SaslMechanism.SCRAM_SHA_512,
     password: str = PASSWORD,
     cafile: Path | None = None,
-) -> tuple[str, SecuritySettings]:
+) -> tuple[str, SecurityConfig]:
     """(bootstrap servers, security settings) for the listener of `protocol`."""
     tls = protocol is SecurityProtocol.SASL_SSL
     bootstrap = (
         cluster.sasl_ssl_bootstrap_servers if tls else cluster.sasl_plaintext_bootstrap_servers
     )
-    return bootstrap, SecuritySettings(
+    return bootstrap, SecurityConfig(
         protocol=protocol,
         sasl_mechanism=mechanism,
         sasl_username=USER,

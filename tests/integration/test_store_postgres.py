@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from app.failures.lease import AdvisoryLease, for_store
-from app.failures.store import MessageStore, Origin, Status
 from devtools.kafka import KafkaCluster
 from devtools.postgres import PostgresServer
+from kafka_events.store import Origin, SqlStore, Status
+from kafka_events.store.lease import AdvisoryLease
 from tests.conftest import closed_port, eventually, make_settings, running_app
 from tests.integration.test_failures import BODY, FAST_RELAY
 from tests.kafka_reader import read_at
@@ -43,15 +43,15 @@ def test_the_sqlite_scenarios_are_reused() -> None:
 
 
 @pytest.fixture
-async def store(postgres_url: str) -> AsyncIterator[MessageStore]:
-    store = MessageStore(postgres_url)
+async def store(postgres_url: str) -> AsyncIterator[SqlStore]:
+    store = SqlStore(postgres_url)
     await store.open()
     yield store
     await store.close()
 
 
 async def test_a_record_reads_back_from_another_instance_with_every_field(
-    postgres_server: PostgresServer, postgres_url: str, store: MessageStore
+    postgres_server: PostgresServer, postgres_url: str, store: SqlStore
 ) -> None:
     # A server whose sessions are not in UTC: timestamps must still come back as UTC instants.
     database = make_url(postgres_url).database
@@ -67,7 +67,7 @@ async def test_a_record_reads_back_from_another_instance_with_every_field(
         origin=Origin.FAILED,
         policy="replicated",
     )
-    other = MessageStore(postgres_url)
+    other = SqlStore(postgres_url)
     await other.open()  # the table exists already: found, not created again
     try:
         again = await other.get(stored.id)
@@ -94,7 +94,7 @@ async def test_a_record_reads_back_from_another_instance_with_every_field(
 async def test_instances_starting_together_on_an_empty_database_all_open(
     postgres_url: str,
 ) -> None:
-    stores = [MessageStore(postgres_url) for _ in range(4)]
+    stores = [SqlStore(postgres_url) for _ in range(4)]
 
     opened = await asyncio.gather(*(s.open() for s in stores), return_exceptions=True)
     for store in stores:
@@ -103,7 +103,7 @@ async def test_instances_starting_together_on_an_empty_database_all_open(
     assert opened == [None] * 4
 
 
-async def test_kafka_sized_offsets_and_timestamps_are_kept(store: MessageStore) -> None:
+async def test_kafka_sized_offsets_and_timestamps_are_kept(store: SqlStore) -> None:
     stored = await store.record(sqlite_scenarios.message(), origin=Origin.OUTBOX, policy="leader")
     receipt = sqlite_scenarios.receipt(stored.event_id).model_copy(
         update={"offset": KAFKA_OFFSET, "timestamp": KAFKA_TIMESTAMP}
@@ -120,7 +120,7 @@ async def test_kafka_sized_offsets_and_timestamps_are_kept(store: MessageStore) 
     )
 
 
-async def test_a_key_less_record_and_empty_headers_round_trip(store: MessageStore) -> None:
+async def test_a_key_less_record_and_empty_headers_round_trip(store: SqlStore) -> None:
     sent = dataclasses.replace(sqlite_scenarios.message(), key=None, headers=())
 
     stored = await store.record(sent, origin=Origin.OUTBOX, policy="leader")
@@ -209,13 +209,13 @@ async def test_the_app_records_a_503_in_postgres_and_its_relay_replays_it(
 
 
 async def test_one_relay_lease_per_database_and_it_ends_with_its_session(
-    store: MessageStore, postgres_url: str
+    store: SqlStore, postgres_url: str
 ) -> None:
-    other = MessageStore(postgres_url)  # another process's store
+    other = SqlStore(postgres_url)  # another process's store
     await other.open()
     first, second = AdvisoryLease(store.engine), AdvisoryLease(other.engine)
     try:
-        assert isinstance(for_store(postgres_url, store.engine), AdvisoryLease)
+        assert isinstance(store.lease(), AdvisoryLease)
         assert (await first.acquire(), await second.acquire()) == (True, False)
         assert await first.acquire()  # kept
 

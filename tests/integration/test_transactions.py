@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from app.config import PolicyName
-from app.kafka import errors
-from app.kafka.messages import OutgoingMessage
-from app.kafka.publisher import KafkaPublisher, PublisherState
 from devtools.kafka import KafkaCluster
+from kafka_events import errors
+from kafka_events.messages import OutgoingMessage
+from kafka_events.producer import KafkaPublisher
+from kafka_events.producer import ProducerState as PublisherState
 from tests.conftest import create_topic, make_settings
 from tests.kafka_reader import read_all
 
@@ -43,7 +44,8 @@ def transactional(
     bootstrap: str, topic: str, transactional_id: str, **overrides: Any
 ) -> KafkaPublisher:
     settings = make_settings(bootstrap, topic, transactional_id=transactional_id, **overrides)
-    return KafkaPublisher(settings.kafka, PolicyName.REPLICATED)
+    policy = settings.kafka.policies.get(PolicyName.REPLICATED)
+    return KafkaPublisher(settings.kafka, policy, name=PolicyName.REPLICATED.value)
 
 
 async def test_a_committed_transaction_is_seen_whole_and_an_aborted_one_not_at_all(

@@ -12,8 +12,8 @@ import pytest
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 
 from app.config import PolicyName
-from app.kafka import publisher as publisher_module
 from devtools.kafka import KafkaCluster
+from kafka_events.producer import lifecycle as publisher_module
 from tests.conftest import closed_port, closed_ports, eventually, make_settings, running_app
 from tests.kafka_reader import read_all, read_at
 

@@ -202,8 +202,10 @@ def as_record(
     requested: VerificationEmailRequested,
     topic: str,
     extra_headers: Sequence[tuple[str, bytes]] = (),
+    *,
+    correlation_id: str | None = None,
 ) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
-    message = requested.to_message(topic)
+    message = requested.to_message(topic, correlation_id=correlation_id)
     return message.key, message.value, [*message.headers, *extra_headers]
 
 
@@ -383,8 +385,10 @@ async def test_a_refused_email_is_retried_then_dead_lettered_and_committed(
 ) -> None:
     bootstrap = kafka_broker.bootstrap_servers
     replies = await create_topic(bootstrap, f"{topic_name}.replies", partitions=1)
-    requested = event("bob@example.com", correlation_id="req-bob-1")
-    key, value, headers = as_record(requested, topics.source, reply_headers(replies, b"c-1"))
+    requested = event("bob@example.com")
+    key, value, headers = as_record(
+        requested, topics.source, reply_headers(replies, b"c-1"), correlation_id="req-bob-1"
+    )
     await publish(bootstrap, topics.source, (key, value, headers))
     inbox = Inbox(refuse=answer)
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from app.failures.store import MessageStore
+from kafka_events.store import SqlStore
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[MessageStore]:
+async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
     """A message store in a SQLite file of the test's own."""
-    store = MessageStore(f"sqlite+aiosqlite:///{tmp_path}/messages.db")
+    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path}/messages.db")
     await store.open()
     yield store
     await store.close()

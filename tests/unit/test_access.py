@@ -20,12 +20,12 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
 )
 from pydantic import SecretStr
 
-from app.config import KafkaSettings, ProducerSettings, SecurityProtocol, SecuritySettings
-from app.kafka import access
+from app.config import KafkaSettings
+from kafka_events import ProducerConfig, SecurityConfig, SecurityProtocol, access
 from tests.conftest import closed_port
 
 PASSWORD = "pw-never-shown"
-SASL = SecuritySettings(
+SASL = SecurityConfig(
     protocol=SecurityProtocol.SASL_PLAINTEXT, sasl_username="api", sasl_password=SecretStr(PASSWORD)
 )
 
@@ -49,7 +49,7 @@ def test_an_authentication_failure_names_the_user_and_never_the_password() -> No
         "(SCRAM-SHA-512) at k1:9093"
     )
     assert PASSWORD not in message
-    assert "KAFKA__SECURITY__SASL_PASSWORD" in message
+    assert "`security.sasl_password`" in message  # the field to fix, named as configured
 
 
 @pytest.mark.parametrize(
@@ -58,9 +58,12 @@ def test_an_authentication_failure_names_the_user_and_never_the_password() -> No
         (UnsupportedSaslMechanismError(), "does not offer SASL mechanism SCRAM-SHA-512"),
         (IllegalSaslStateError(), "does not expect SASL"),
         (GroupAuthorizationFailedError("g"), "user 'api' is not authorised"),
-        (_verification_error(20, "unable to get local issuer certificate"), "SSL_CAFILE"),
-        (_verification_error(62, "Hostname mismatch"), "SSL_CHECK_HOSTNAME"),
-        (_verification_error(64, "IP address mismatch"), "SSL_CHECK_HOSTNAME"),
+        (
+            _verification_error(20, "unable to get local issuer certificate"),
+            "`security.ssl_cafile`",
+        ),
+        (_verification_error(62, "Hostname mismatch"), "`security.ssl_check_hostname`"),
+        (_verification_error(64, "IP address mismatch"), "`security.ssl_check_hostname`"),
     ],
 )
 def test_refusals_say_what_to_check(error: Exception, fragment: str) -> None:
@@ -88,10 +91,10 @@ async def test_no_broker_answering_is_not_a_refusal(caplog: pytest.LogCaptureFix
     settings = KafkaSettings(
         bootstrap_servers=f"127.0.0.1:{closed_port()},127.0.0.1:{closed_port()}",
         security=SASL,
-        producer=ProducerSettings(connect_timeout_ms=1000),
+        producer=ProducerConfig(connect_timeout_ms=1000),
     )
 
-    with caplog.at_level(logging.WARNING, logger="app.kafka.access"):
+    with caplog.at_level(logging.WARNING, logger="kafka_events.access"):
         accepted = await access.check(settings, client_id="test")
 
     assert accepted is False

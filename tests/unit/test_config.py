@@ -9,14 +9,8 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 
-from app.config import (
-    Acks,
-    Partitioner,
-    PolicyName,
-    SaslMechanism,
-    SettingsError,
-    load_settings,
-)
+from app.config import PolicyName, SettingsError, load_settings
+from kafka_events import Acks, Partitioner, SaslMechanism
 
 
 @pytest.fixture(autouse=True)

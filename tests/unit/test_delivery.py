@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from sqlalchemy.exc import OperationalError
 
 from app.config import PolicyName
-from app.failures.store import MessageStore, Status
-from app.kafka import errors
-from app.kafka.delivery import DeliveryService
-from app.kafka.messages import OutgoingMessage
-from app.kafka.publisher import KafkaPublisher
+from kafka_events import StoreError, errors
+from kafka_events.delivery import DeliveryService
+from kafka_events.messages import OutgoingMessage
+from kafka_events.producer import KafkaPublisher
+from kafka_events.store import SqlStore, Status
 from tests.unit.test_store import message
 
 
@@ -30,13 +29,13 @@ class FakePublisher:
         raise self.error
 
 
-class LockedStore(MessageStore):
+class LockedStore(SqlStore):
     async def record(self, *args: Any, **kwargs: Any) -> Any:
-        raise OperationalError("INSERT", {}, Exception("database is locked"))
+        raise StoreError("the store could not record the message: OperationalError")
 
 
-def delivery_with(publisher: FakePublisher, store: MessageStore, **hooks: Any) -> DeliveryService:
-    publishers = {p: cast(KafkaPublisher, publisher) for p in PolicyName}
+def delivery_with(publisher: FakePublisher, store: SqlStore, **hooks: Any) -> DeliveryService:
+    publishers = {p.value: cast(KafkaPublisher, publisher) for p in PolicyName}
     return DeliveryService(publishers, store, **hooks)
 
 
@@ -54,7 +53,7 @@ async def test_an_outbox_that_cannot_store_refuses_with_store_unavailable(tmp_pa
 
 
 async def test_a_timeout_in_flight_is_recorded_and_handed_to_the_relay(tmp_path: Path) -> None:
-    store = MessageStore(f"sqlite+aiosqlite:///{tmp_path}/m.db")
+    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path}/m.db")
     await store.open()
     error = errors.DeliveryTimeout("late", event_id="e-1", sent=None)
     error.in_flight = asyncio.get_running_loop().create_future()

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from app.events import EventBus, EventBusStateError, EventConfigurationError
-from app.kafka.errors import BrokerUnavailable
+from kafka_events.bus import EventBus, EventBusStateError, EventConfigurationError
+from kafka_events.errors import BrokerUnavailable
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import pytest
 
 from app import logs
 from app.config import ApiSettings, LogFormat, LogSettings, Settings, WorkerSettings
-from app.failures.store import MessageStore
+from kafka_events.store import MessageStore
 from tests.conftest import RunningApp, closed_port, make_settings, running_app
 
 VALID = {"email": "ada@example.com", "redirect_url": "https://app.example.com/verify"}

@@ -22,20 +22,21 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
 )
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy.exc import OperationalError
 
 from app.config import MetricsSettings, PolicyName
-from app.failures.relay import Relay
-from app.failures.store import MessageStore, StoredMessage
-from app.kafka import errors
-from app.kafka.delivery import DeliveryService
-from app.kafka.messages import OutgoingMessage
-from app.kafka.publisher import PublisherState
+from app.metrics import kafka_metrics
+from kafka_events import StoreError, errors
+from kafka_events.delivery import DeliveryService
+from kafka_events.messages import OutgoingMessage
+from kafka_events.producer import ProducerState as PublisherState
+from kafka_events.store import SqlStore, StoredMessage
+from kafka_events.store.relay import Relay
 from tests.conftest import closed_port, make_settings, running_app
 from tests.unit.test_publisher import FakeProducer, make_publisher
 
 FAST_RETRY = {"retries": 5, "initial_retry_time_ms": 1, "max_retry_time_ms": 2}
 POLICY = PolicyName.REPLICATED.value
+METRICS = kafka_metrics()  # the service's series, in the process-wide registry
 
 
 def sample(name: str, **labels: str) -> float:
@@ -56,6 +57,7 @@ async def test_a_delivered_publish_is_counted_with_its_latency_and_retries() -> 
     publisher = make_publisher(
         FakeProducer(send_errors=[NotEnoughReplicasError(), KafkaConnectionError()]),
         retry=FAST_RETRY,
+        metrics=METRICS,
     )
     await publisher.start()
     ready = sample("kafka_events_producer_ready", policy=POLICY)
@@ -94,6 +96,7 @@ async def test_a_failed_publish_is_counted_by_its_error_kind(
         retry={**FAST_RETRY, "retries": 1},
         delivery_timeout_ms=300,
         attempt_timeout_ms=300,
+        metrics=METRICS,
     )
     await publisher.start()
 
@@ -112,7 +115,9 @@ class _SignallingProducer(FakeProducer):
         super().__init__(never_ack=True)
         self.handed_over = asyncio.Event()
 
-    async def send(self, topic: str, value: bytes, **options: Any) -> asyncio.Future[Any]:
+    async def send(
+        self, topic: str, value: bytes | None = None, **options: Any
+    ) -> asyncio.Future[Any]:
         future = await super().send(topic, value, **options)
         self.handed_over.set()
         return future
@@ -121,7 +126,9 @@ class _SignallingProducer(FakeProducer):
 async def test_awaiting_ack_counts_records_the_broker_has_not_acknowledged() -> None:
     topic = f"t-{uuid.uuid4().hex[:8]}"
     producer = _SignallingProducer()
-    publisher = make_publisher(producer, delivery_timeout_ms=5000, attempt_timeout_ms=5000)
+    publisher = make_publisher(
+        producer, delivery_timeout_ms=5000, attempt_timeout_ms=5000, metrics=METRICS
+    )
     await publisher.start()
     before = sample("kafka_events_producer_awaiting_ack", policy=POLICY)
 
@@ -143,24 +150,25 @@ async def test_recorded_failures_outbox_messages_and_replays_are_counted(
     tmp_path: Path,
 ) -> None:
     topic = f"t-{uuid.uuid4().hex[:8]}"
-    store = MessageStore(f"sqlite+aiosqlite:///{tmp_path}/store.db")
+    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path}/store.db")
     await store.open()
     failing = make_publisher(
         FakeProducer(send_error=NotEnoughReplicasError()),
         FakeProducer(),  # the relay's replay succeeds on a fresh producer
         delivery_timeout_ms=300,
         attempt_timeout_ms=300,
+        metrics=METRICS,
     )
     await failing.start()
-    delivery = DeliveryService({PolicyName.REPLICATED: failing}, store)
+    delivery = DeliveryService({POLICY: failing}, store, metrics=METRICS)
 
     with pytest.raises(errors.BrokerUnavailable):
         await delivery.emit(message(topic), policy=PolicyName.REPLICATED)
     recorded = sample("kafka_events_recorded_total", topic=topic, policy=POLICY, origin="failed")
     await failing.stop()
-    replaying = make_publisher(FakeProducer())
+    replaying = make_publisher(FakeProducer(), metrics=METRICS)
     await replaying.start()
-    relay = Relay(store, {PolicyName.REPLICATED: replaying}, make_settings("x:1", topic).replay)
+    relay = Relay(store, {POLICY: replaying}, make_settings("x:1", topic).replay, metrics=METRICS)
     result = await relay.run_round()
     await replaying.stop()
     await store.close()
@@ -172,18 +180,20 @@ async def test_recorded_failures_outbox_messages_and_replays_are_counted(
     )
 
 
-class _BrokenStore(MessageStore):
+class _BrokenStore(SqlStore):
     async def record(self, *_: Any, **__: Any) -> StoredMessage:
-        raise OperationalError("INSERT", {}, OSError("disk full"))
+        raise StoreError("the store could not record the message: OperationalError")
 
 
 async def test_a_failure_the_store_cannot_keep_is_counted() -> None:
     topic = f"t-{uuid.uuid4().hex[:8]}"
     publisher = make_publisher(
-        FakeProducer(send_error=TopicAuthorizationFailedError()), delivery_timeout_ms=300
+        FakeProducer(send_error=TopicAuthorizationFailedError()),
+        delivery_timeout_ms=300,
+        metrics=METRICS,
     )
     await publisher.start()
-    delivery = DeliveryService({PolicyName.REPLICATED: publisher}, _BrokenStore("sqlite://"))
+    delivery = DeliveryService({POLICY: publisher}, _BrokenStore("sqlite://"), metrics=METRICS)
 
     with pytest.raises(errors.PublishRejected) as caught:
         await delivery.emit(message(topic), policy=PolicyName.REPLICATED)
@@ -256,8 +266,8 @@ async def test_metrics_can_be_turned_off() -> None:
 
 
 def test_publisher_states_other_than_ready_read_as_not_ready() -> None:
-    publisher = make_publisher(FakeProducer())
+    publisher = make_publisher(FakeProducer(), metrics=METRICS)
     for state in PublisherState:
-        publisher._enter(state)
+        publisher.producer._enter(state)
         expected = 1 if state is PublisherState.READY else 0
         assert sample("kafka_events_producer_ready", policy=POLICY) == expected

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import namedtuple
 from typing import Any
 
 import pytest
@@ -28,104 +27,28 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     UnknownTopicOrPartitionError,
 )
 
-from app.config import KafkaSettings, PoliciesSettings, PolicySettings, ProducerSettings
-from app.kafka import errors
-from app.kafka.access import AccessRefused
-from app.kafka.messages import OutgoingMessage
-from app.kafka.publisher import KafkaPublisher, PublisherState
+from kafka_events import KafkaConfig, Metrics, Policy, ProducerConfig, errors
+from kafka_events.errors import AccessRefused
+from kafka_events.messages import OutgoingMessage
+from kafka_events.producer import KafkaPublisher
+from kafka_events.producer import ProducerState as PublisherState
+from kafka_events.producer.publish import RetryHook
+from kafka_events.testing import FakeProducer
+from kafka_events.testing import RecordMetadata as Metadata
 
-Metadata = namedtuple(
-    "Metadata", "topic partition offset timestamp timestamp_type log_start_offset"
-)
+__all__ = ["FakeProducer", "Metadata", "make_publisher"]  # shared with other unit tests
 MESSAGE = OutgoingMessage(topic="t", value=b"{}", key=b"k", event_id="e-1")
 
 
-class _Accumulator:
-    def __init__(self) -> None:
-        self.failed_with: BaseException | None = None
-
-    def fail_all(self, exc: BaseException) -> None:
-        self.failed_with = exc
-
-
-class _Connection:
-    def __init__(self) -> None:
-        self.closed = False
-
-    def close(self) -> None:
-        self.closed = True
-
-
-class _Client:
-    def __init__(self) -> None:
-        self.closed = False
-        self._conns = {("node", 0): _Connection()}
-
-    async def close(self) -> None:
-        self.closed = True
-
-
-class FakeProducer:
-    """Just enough of AIOKafkaProducer: behaviour is set per test.
-
-    `send_errors` are raised by successive sends (then sends succeed); `send_error` by all.
-    """
-
-    def __init__(
-        self,
-        *,
-        start_error: BaseException | None = None,
-        send_error: BaseException | None = None,
-        send_errors: list[BaseException] | None = None,
-        ack: Any = None,
-        ack_error: BaseException | None = None,
-        never_ack: bool = False,
-    ) -> None:
-        self.start_error = start_error
-        self.send_error = send_error
-        self.send_errors = list(send_errors or [])
-        self.sends = 0
-        self.ack = ack if ack is not None else Metadata("t", 1, 7, 1000, 0, 0)
-        self.never_ack = never_ack
-        self.ack_error = ack_error
-        self.started = self.stopped = False
-        self.sent: list[tuple[str, bytes]] = []
-        self.futures: list[asyncio.Future[Any]] = []
-        self._message_accumulator = _Accumulator()
-        self.client = _Client()
-
-    async def start(self) -> None:
-        if self.start_error is not None:
-            raise self.start_error
-        self.started = True
-
-    async def flush(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        self.stopped = True
-
-    async def send(self, topic: str, value: bytes, **_: Any) -> asyncio.Future[Any]:
-        self.sends += 1
-        if self.send_errors:
-            raise self.send_errors.pop(0)
-        if self.send_error is not None:
-            raise self.send_error
-        self.sent.append((topic, value))
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.futures.append(future)
-        if self.ack_error is not None:
-            future.set_exception(self.ack_error)
-        elif not self.never_ack:
-            future.set_result(self.ack)
-        return future
-
-
 def make_publisher(
-    *producers: FakeProducer, retry: dict[str, Any] | None = None, **policy: Any
+    *producers: FakeProducer,
+    retry: dict[str, Any] | None = None,
+    should_retry: RetryHook | None = None,
+    metrics: Metrics | None = None,
+    **policy: Any,
 ) -> KafkaPublisher:
     queue = list(producers)
-    replicated = PolicySettings.model_validate(
+    replicated = Policy.model_validate(
         {
             "acks": "all",
             "enable_idempotence": True,
@@ -133,13 +56,18 @@ def make_publisher(
             **policy,
         }
     )
-    settings = KafkaSettings(
-        producer=ProducerSettings(
+    kafka = KafkaConfig(
+        producer=ProducerConfig(
             connect_timeout_ms=200, reconnect_backoff_max_ms=50, close_timeout_ms=200
-        ),
-        policies=PoliciesSettings(replicated=replicated),
+        )
     )
-    return KafkaPublisher(settings, producer_factory=lambda: queue.pop(0))
+    return KafkaPublisher(
+        kafka,
+        replicated,
+        producer_factory=lambda: queue.pop(0),
+        should_retry=should_retry,
+        metrics=metrics,
+    )
 
 
 async def test_publish_before_start_is_a_clear_error() -> None:
@@ -207,7 +135,9 @@ async def test_deadline_bounds_a_publish_that_is_never_acknowledged() -> None:
 async def test_unreachable_broker_at_start_leaves_it_connecting_then_it_recovers() -> None:
     down = KafkaConnectionError("refused")
     publisher = make_publisher(
-        FakeProducer(start_error=down), FakeProducer(start_error=down), FakeProducer()
+        FakeProducer(start_error=down),
+        FakeProducer(start_error=down),
+        FakeProducer(ack=Metadata("t", 1, 7, 1000, 0, 0)),
     )
 
     await publisher.start()
@@ -397,7 +327,7 @@ async def test_a_deadline_passed_in_flight_hands_over_the_late_outcome() -> None
 
 async def test_a_deadline_passed_before_sending_has_nothing_in_flight() -> None:
     publisher = make_publisher(FakeProducer(), delivery_timeout_ms=100)
-    publisher._state = PublisherState.CONNECTING  # as while reconnecting: no producer yet
+    publisher.producer._state = PublisherState.CONNECTING  # as while reconnecting: no producer
 
     with pytest.raises(errors.DeliveryTimeout) as caught:
         await publisher.publish(MESSAGE)
@@ -517,8 +447,7 @@ async def test_the_retry_hook_can_stop_retrying() -> None:
         seen.append(error.cause)
         return len(seen) < 2
 
-    settings = make_publisher(retry=FAST_RETRY)._settings
-    publisher = KafkaPublisher(settings, producer_factory=lambda: producer, should_retry=only_once)
+    publisher = make_publisher(producer, retry=FAST_RETRY, should_retry=only_once)
     await publisher.start()
 
     with pytest.raises(errors.BrokerUnavailable):
@@ -531,7 +460,9 @@ async def test_the_retry_hook_can_stop_retrying() -> None:
 
 async def test_a_send_stuck_before_reaching_a_broker_is_withdrawn_and_retried() -> None:
     class StuckOnce(FakeProducer):
-        async def send(self, topic: str, value: bytes, **kwargs: Any) -> asyncio.Future[Any]:
+        async def send(
+            self, topic: str, value: bytes | None = None, **kwargs: Any
+        ) -> asyncio.Future[Any]:
             if self.sends == 0:
                 self.sends += 1
                 await asyncio.Event().wait()  # e.g. waiting for metadata that never comes

@@ -12,12 +12,12 @@ from typing import Any, cast
 
 from app import logs
 from app.config import PolicyName, ReplaySettings
-from app.failures.lease import FileLease, Held, for_store
-from app.failures.relay import Relay
-from app.failures.store import MessageStore, Origin, Status
-from app.kafka import errors
-from app.kafka.messages import OutgoingMessage
-from app.kafka.publisher import KafkaPublisher
+from kafka_events import errors
+from kafka_events.messages import OutgoingMessage
+from kafka_events.producer import KafkaPublisher
+from kafka_events.store import Origin, SqlStore, Status
+from kafka_events.store.lease import FileLease, Held
+from kafka_events.store.relay import Relay
 from tests.conftest import eventually
 from tests.unit.test_store import message, receipt
 
@@ -37,17 +37,17 @@ class FakePublisher:
         return receipt(msg.event_id)
 
 
-def relay_for(store: MessageStore, publisher: FakePublisher, max_attempts: int = 3) -> Relay:
-    publishers = {p: cast(KafkaPublisher, publisher) for p in PolicyName}
+def relay_for(store: SqlStore, publisher: FakePublisher, max_attempts: int = 3) -> Relay:
+    publishers = {p.value: cast(KafkaPublisher, publisher) for p in PolicyName}
     return Relay(store, publishers, ReplaySettings(max_attempts=max_attempts, batch_size=10))
 
 
-async def _record(store: MessageStore, *numbers: int, policy: str = "replicated") -> None:
+async def _record(store: SqlStore, *numbers: int, policy: str = "replicated") -> None:
     for n in numbers:
         await store.record(message(n), origin=Origin.FAILED, policy=policy)
 
 
-async def test_publishes_pending_records_oldest_first(store: MessageStore) -> None:
+async def test_publishes_pending_records_oldest_first(store: SqlStore) -> None:
     await _record(store, 1, 2, 3)
     publisher = FakePublisher({})
 
@@ -59,7 +59,7 @@ async def test_publishes_pending_records_oldest_first(store: MessageStore) -> No
 
 
 async def test_log_lines_of_a_replay_carry_the_event_and_correlation_ids(
-    store: MessageStore,
+    store: SqlStore,
 ) -> None:
     traced = message(1)
     headers = (*traced.headers, (logs.KAFKA_CORRELATION_HEADER, b"req-42"))
@@ -83,7 +83,7 @@ async def test_log_lines_of_a_replay_carry_the_event_and_correlation_ids(
     assert (logs.event_id.get(), logs.correlation_id.get()) == (None, None)  # unbound after
 
 
-async def test_a_failure_stops_the_round_so_order_is_kept(store: MessageStore) -> None:
+async def test_a_failure_stops_the_round_so_order_is_kept(store: SqlStore) -> None:
     await _record(store, 1, 2, 3)
     down = errors.BrokerUnavailable("down", event_id="e-2")
     publisher = FakePublisher({"e-2": down})
@@ -98,7 +98,7 @@ async def test_a_failure_stops_the_round_so_order_is_kept(store: MessageStore) -
 
 
 async def test_hopeless_records_are_abandoned_and_do_not_block_the_rest(
-    store: MessageStore,
+    store: SqlStore,
 ) -> None:
     await _record(store, 1, 2)
     rejected = errors.PublishRejected("no", event_id="e-1", cause="TopicAuthorizationFailedError")
@@ -113,7 +113,7 @@ async def test_hopeless_records_are_abandoned_and_do_not_block_the_rest(
     ]
 
 
-async def test_a_record_is_abandoned_after_max_attempts(store: MessageStore) -> None:
+async def test_a_record_is_abandoned_after_max_attempts(store: SqlStore) -> None:
     await _record(store, 1)
     publisher = FakePublisher({"e-1": errors.BrokerUnavailable("down", event_id="e-1")})
     relay = relay_for(store, publisher, max_attempts=3)
@@ -126,7 +126,7 @@ async def test_a_record_is_abandoned_after_max_attempts(store: MessageStore) -> 
     assert await store.count(Status.ABANDONED) == 1
 
 
-async def test_a_record_of_an_unknown_policy_is_abandoned(store: MessageStore) -> None:
+async def test_a_record_of_an_unknown_policy_is_abandoned(store: SqlStore) -> None:
     await _record(store, 1, policy="gone")
 
     result = await relay_for(store, FakePublisher({})).run_round()
@@ -136,7 +136,7 @@ async def test_a_record_of_an_unknown_policy_is_abandoned(store: MessageStore) -
     assert record.error_type == "UnknownPolicy"
 
 
-async def _tracked(store: MessageStore, n: int) -> tuple[Relay, str, Any]:
+async def _tracked(store: SqlStore, n: int) -> tuple[Relay, str, Any]:
     await _record(store, n, n + 1)
     (first, _) = await store.list(status=Status.PENDING, limit=2)
     relay = relay_for(store, FakePublisher({}))
@@ -145,7 +145,7 @@ async def _tracked(store: MessageStore, n: int) -> tuple[Relay, str, Any]:
     return relay, first.id, late
 
 
-async def test_a_record_still_in_flight_is_not_sent_again(store: MessageStore) -> None:
+async def test_a_record_still_in_flight_is_not_sent_again(store: SqlStore) -> None:
     relay, record_id, _late = await _tracked(store, 1)
     publisher = cast(FakePublisher, relay._publishers[PolicyName.REPLICATED])
 
@@ -158,7 +158,7 @@ async def test_a_record_still_in_flight_is_not_sent_again(store: MessageStore) -
     assert record.status is Status.PENDING
 
 
-async def test_a_late_acknowledgement_marks_the_record_delivered(store: MessageStore) -> None:
+async def test_a_late_acknowledgement_marks_the_record_delivered(store: SqlStore) -> None:
     relay, record_id, late = await _tracked(store, 1)
 
     late.set_result(receipt("e-1"))
@@ -175,7 +175,7 @@ async def test_a_late_acknowledgement_marks_the_record_delivered(store: MessageS
 
 
 async def test_settling_waits_for_an_acknowledgement_that_just_arrived(
-    store: MessageStore,
+    store: SqlStore,
 ) -> None:
     # At shutdown the producers' last flush acknowledges attempts just before the store closes.
     relay, record_id, late = await _tracked(store, 1)
@@ -189,7 +189,7 @@ async def test_settling_waits_for_an_acknowledgement_that_just_arrived(
     assert relay.acknowledged_late == 1
 
 
-async def test_a_late_failure_releases_the_record_for_replay(store: MessageStore) -> None:
+async def test_a_late_failure_releases_the_record_for_replay(store: SqlStore) -> None:
     relay, _record_id, late = await _tracked(store, 1)
 
     late.set_exception(errors.BrokerUnavailable("gone", event_id="e-1"))
@@ -213,14 +213,14 @@ async def test_a_file_lease_is_held_by_one_holder_at_a_time(tmp_path: Path) -> N
     await second.release()
 
 
-def test_each_store_gets_the_lease_that_fits_it(store: MessageStore) -> None:
-    assert isinstance(for_store("sqlite+aiosqlite:///:memory:", store.engine), Held)
-    lease = for_store("sqlite+aiosqlite:////srv/data/messages.db", store.engine)
+def test_each_store_gets_the_lease_that_fits_it() -> None:
+    assert isinstance(SqlStore("sqlite+aiosqlite:///:memory:").lease(), Held)
+    lease = SqlStore("sqlite+aiosqlite:////srv/data/messages.db").lease()
     assert isinstance(lease, FileLease)
     assert lease._path == Path("/srv/data/messages.db.relay-lock")
 
 
-async def _published_all(store: MessageStore) -> bool:
+async def _published_all(store: SqlStore) -> bool:
     return await store.count(Status.PENDING) == 0
 
 
@@ -229,7 +229,7 @@ async def test_of_two_relays_over_one_store_one_replays_and_the_other_takes_over
 ) -> None:
     # Two processes' relays, each with its own store connection to the same SQLite file.
     url = f"sqlite+aiosqlite:///{tmp_path}/messages.db"
-    stores = [MessageStore(url), MessageStore(url)]
+    stores = [SqlStore(url), SqlStore(url)]
     for each in stores:
         await each.open()
     publishers = [FakePublisher({}), FakePublisher({})]

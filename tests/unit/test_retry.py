@@ -6,13 +6,13 @@ import random
 
 import pytest
 
-from app.config import RetrySettings
-from app.kafka.retry import KafkajsWait
+from kafka_events import Retry
+from kafka_events._retry import KafkajsWait
 
 
 def test_without_randomisation_waits_grow_by_the_multiplier_up_to_the_cap() -> None:
     wait = KafkajsWait(
-        RetrySettings(initial_retry_time_ms=100, factor=0, multiplier=3, max_retry_time_ms=2000)
+        Retry(initial_retry_time_ms=100, factor=0, multiplier=3, max_retry_time_ms=2000)
     )
     waits: list[float] = []
     previous = None
@@ -25,7 +25,7 @@ def test_without_randomisation_waits_grow_by_the_multiplier_up_to_the_cap() -> N
 
 @pytest.mark.parametrize("seed", range(20))
 def test_each_wait_is_the_previous_randomised_by_factor_then_multiplied(seed: int) -> None:
-    settings = RetrySettings(initial_retry_time_ms=300, factor=0.2, multiplier=2)
+    settings = Retry(initial_retry_time_ms=300, factor=0.2, multiplier=2)
     wait = KafkajsWait(settings, rng=random.Random(seed))
 
     first = wait.next_ms(None)
@@ -37,7 +37,7 @@ def test_each_wait_is_the_previous_randomised_by_factor_then_multiplied(seed: in
 
 
 def test_factor_is_jitter_not_growth() -> None:
-    settings = RetrySettings(initial_retry_time_ms=1000, factor=0.5, multiplier=1)
+    settings = Retry(initial_retry_time_ms=1000, factor=0.5, multiplier=1)
     wait = KafkajsWait(settings, rng=random.Random(7))
     samples = [wait.next_ms(1000) for _ in range(500)]
 

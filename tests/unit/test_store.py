@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from app.failures.store import MessageStore, Origin, Status
-from app.kafka.messages import OutgoingMessage
-from app.kafka.receipts import DeliveryReceipt
+from kafka_events.messages import OutgoingMessage
+from kafka_events.receipts import DeliveryReceipt
+from kafka_events.store import Origin, SqlStore, Status
 from tests.conftest import repo_root
 
 
@@ -45,8 +45,8 @@ def receipt(event_id: str) -> DeliveryReceipt:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[MessageStore]:
-    store = MessageStore(f"sqlite+aiosqlite:///{tmp_path}/nested/messages.db")
+async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path}/nested/messages.db")
     await store.open()
     yield store
     await store.close()
@@ -56,7 +56,7 @@ async def test_a_record_survives_reopening_with_everything_needed_to_resend(
     tmp_path: Path,
 ) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/m.db"
-    first = MessageStore(url)
+    first = SqlStore(url)
     await first.open()
     stored = await first.record(
         message(1),
@@ -68,7 +68,7 @@ async def test_a_record_survives_reopening_with_everything_needed_to_resend(
     )
     await first.close()
 
-    second = MessageStore(url)
+    second = SqlStore(url)
     await second.open()
     again = await second.get(stored.id)
     await second.close()
@@ -82,7 +82,7 @@ async def test_a_record_survives_reopening_with_everything_needed_to_resend(
 
 
 async def test_concurrent_records_get_distinct_increasing_sequence_numbers(
-    store: MessageStore,
+    store: SqlStore,
 ) -> None:
     stored = await asyncio.gather(
         *(store.record(message(n), origin=Origin.OUTBOX, policy="leader") for n in range(50))
@@ -94,7 +94,7 @@ async def test_concurrent_records_get_distinct_increasing_sequence_numbers(
     assert await store.count(Status.PENDING) == 50
 
 
-async def test_delivered_records_keep_their_receipt(store: MessageStore) -> None:
+async def test_delivered_records_keep_their_receipt(store: SqlStore) -> None:
     stored = await store.record(message(), origin=Origin.OUTBOX, policy="replicated")
 
     await store.mark_delivered(stored.id, receipt(stored.event_id))
@@ -112,7 +112,7 @@ async def test_delivered_records_keep_their_receipt(store: MessageStore) -> None
 
 
 async def test_failed_replays_count_up_and_abandoned_records_can_be_requeued(
-    store: MessageStore,
+    store: SqlStore,
 ) -> None:
     stored = await store.record(message(), origin=Origin.FAILED, policy="replicated")
 
@@ -133,7 +133,7 @@ async def test_failed_replays_count_up_and_abandoned_records_can_be_requeued(
     assert (pending.status, pending.replays) == (Status.PENDING, 0)
 
 
-async def test_purge_removes_only_the_given_status(store: MessageStore) -> None:
+async def test_purge_removes_only_the_given_status(store: SqlStore) -> None:
     done = await store.record(message(1), origin=Origin.OUTBOX, policy="replicated")
     await store.record(message(2), origin=Origin.OUTBOX, policy="replicated")
     await store.mark_delivered(done.id, receipt(done.event_id))
@@ -143,7 +143,7 @@ async def test_purge_removes_only_the_given_status(store: MessageStore) -> None:
     assert await store.count(Status.PENDING) == 1
 
 
-async def test_unknown_ids_are_none(store: MessageStore) -> None:
+async def test_unknown_ids_are_none(store: SqlStore) -> None:
     assert await store.get("nope") is None
     assert await store.find_event("nope") is None
 
@@ -152,10 +152,10 @@ async def test_several_processes_can_create_the_same_new_database_at_once(tmp_pa
     url = f"sqlite+aiosqlite:///{tmp_path}/shared/messages.db"
     script = (
         "import asyncio, sys\n"
-        "from app.failures.store import MessageStore\n"
+        "from kafka_events.store import SqlStore\n"
         "from app.worker.handled import HandledEvents\n"
         "async def main() -> None:\n"
-        "    for store in (MessageStore(sys.argv[1]), HandledEvents(sys.argv[1])):\n"
+        "    for store in (SqlStore(sys.argv[1]), HandledEvents(sys.argv[1])):\n"
         "        await store.open()\n"
         "        await store.close()\n"
         "asyncio.run(main())\n"

@@ -7,6 +7,7 @@ real broker in tests/integration/test_tracing.py.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import threading
@@ -32,25 +33,21 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 
 from app.config import (
-    KafkaSettings,
-    PoliciesSettings,
     PolicyName,
-    PolicySettings,
-    ProducerSettings,
     ReplaySettings,
     SettingsError,
     TracingExporter,
     TracingSettings,
     load_settings,
 )
-from app.failures.relay import Relay
-from app.failures.store import MessageStore, Status
-from app.kafka import errors
-from app.kafka import tracing as kafka_tracing
-from app.kafka.delivery import DeliveryService
-from app.kafka.messages import OutgoingMessage
-from app.kafka.publisher import KafkaPublisher
-from app.tracing import Tracing, _configured_exporter
+from app.telemetry import Tracing, _configured_exporter
+from kafka_events import KafkaConfig, Policy, ProducerConfig, errors
+from kafka_events import tracing as kafka_tracing
+from kafka_events.delivery import DeliveryService
+from kafka_events.messages import OutgoingMessage
+from kafka_events.producer import KafkaPublisher
+from kafka_events.store import SqlStore, Status
+from kafka_events.store.relay import Relay
 from tests.conftest import repo_root
 from tests.unit.test_publisher import FakeProducer
 
@@ -87,7 +84,9 @@ class HeaderKeepingProducer(FakeProducer):
         super().__init__(**behaviour)
         self.headers: list[list[tuple[str, bytes]]] = []
 
-    async def send(self, topic: str, value: bytes, **options: Any) -> Any:
+    async def send(
+        self, topic: str, value: bytes | None = None, **options: Any
+    ) -> asyncio.Future[Any]:
         self.headers.append(list(options.get("headers") or []))
         return await super().send(topic, value, **options)
 
@@ -99,14 +98,11 @@ class HeaderKeepingProducer(FakeProducer):
 
 
 def publisher(producer: FakeProducer, tracer: trace.Tracer | None, **policy: Any) -> KafkaPublisher:
-    replicated = PolicySettings.model_validate(
+    replicated = Policy.model_validate(
         {"acks": "all", "enable_idempotence": True, "retry": {"initial_retry_time_ms": 1}, **policy}
     )
-    settings = KafkaSettings(
-        producer=ProducerSettings(connect_timeout_ms=200, close_timeout_ms=200),
-        policies=PoliciesSettings(replicated=replicated),
-    )
-    return KafkaPublisher(settings, producer_factory=lambda: producer, tracer=tracer)
+    kafka = KafkaConfig(producer=ProducerConfig(connect_timeout_ms=200, close_timeout_ms=200))
+    return KafkaPublisher(kafka, replicated, producer_factory=lambda: producer, tracer=tracer)
 
 
 def names(headers: Sequence[tuple[str, bytes]]) -> list[str]:
@@ -413,7 +409,7 @@ async def test_without_a_tracer_there_is_no_span_and_no_trace_header(recorder: R
 
 
 async def test_a_failed_publish_is_stored_with_the_request_context_and_replayed_in_its_trace(
-    recorder: Recorder, store: MessageStore
+    recorder: Recorder, store: SqlStore
 ) -> None:
     failing = publisher(
         HeaderKeepingProducer(send_error=TopicAuthorizationFailedError()), recorder.tracer
@@ -434,7 +430,7 @@ async def test_a_failed_publish_is_stored_with_the_request_context_and_replayed_
     producer = HeaderKeepingProducer()
     replaying = publisher(producer, recorder.tracer)
     await replaying.start()
-    publishers = cast(dict[PolicyName, KafkaPublisher], dict.fromkeys(PolicyName, replaying))
+    publishers = cast(dict[str, KafkaPublisher], dict.fromkeys(PolicyName, replaying))
     result = await Relay(store, publishers, ReplaySettings()).run_round()
     await replaying.stop()
 
@@ -449,7 +445,7 @@ async def test_a_failed_publish_is_stored_with_the_request_context_and_replayed_
 
 
 async def test_untraced_a_stored_message_carries_no_trace_context(
-    recorder: Recorder, store: MessageStore
+    recorder: Recorder, store: SqlStore
 ) -> None:
     failing = publisher(HeaderKeepingProducer(send_error=TopicAuthorizationFailedError()), None)
     await failing.start()

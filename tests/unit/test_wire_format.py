@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.config import KafkaSettings, PolicyName, ProducerSettings
-from app.kafka.errors import EncodingError
-from app.kafka.options import crc32_partitioner, producer_options
+from app.config import KafkaSettings, PolicyName
 from app.verification.events import VerificationEmailRequested
+from kafka_events import ProducerConfig
+from kafka_events.errors import EncodingError
+from kafka_events.options import crc32_partitioner, producer_client_id, producer_options
 
 
 def test_event_becomes_keyed_json_with_headers() -> None:
@@ -43,11 +44,9 @@ def test_event_becomes_keyed_json_with_headers() -> None:
 
 
 def test_the_requests_correlation_id_travels_in_a_header() -> None:
-    event = VerificationEmailRequested(
-        email="ada@example.com", redirect_url="https://x.example/", correlation_id="req-1"
-    )
+    event = VerificationEmailRequested(email="ada@example.com", redirect_url="https://x.example/")
 
-    message = event.to_message("t")
+    message = event.to_message("t", correlation_id="req-1")
 
     assert dict(message.headers)["correlation_id"] == b"req-1"
     assert b"req-1" not in message.value  # not part of the event itself
@@ -103,16 +102,19 @@ def test_crc32_partitioner_spreads_keyless_records_over_available_partitions() -
 def test_producer_options_carry_every_setting() -> None:
     settings = KafkaSettings(
         bootstrap_servers="a:1,b:2",
-        producer=ProducerSettings(
+        producer=ProducerConfig(
             linger_ms=5,
             compression_type="gzip",  # type: ignore[arg-type]
             client_id="svc",
         ),
     )
 
-    leader = producer_options(settings, PolicyName.LEADER)
-    replicated = producer_options(settings, PolicyName.REPLICATED)
-    fire_and_forget = producer_options(settings, PolicyName.FIRE_AND_FORGET)
+    leader, replicated, fire_and_forget = (
+        producer_options(
+            settings, settings.policies.get(name), client_id=producer_client_id(settings, name)
+        )
+        for name in (PolicyName.LEADER, PolicyName.REPLICATED, PolicyName.FIRE_AND_FORGET)
+    )
 
     assert leader["bootstrap_servers"] == ["a:1", "b:2"]
     assert (leader["acks"], leader["enable_idempotence"]) == (1, False)

@@ -20,7 +20,6 @@ from app.config import (
     WorkerSettings,
     load_settings,
 )
-from app.kafka.messages import header
 from app.verification import events
 from app.verification.events import VerificationEmailRequested
 from app.worker import messages
@@ -32,6 +31,7 @@ from app.worker.messages import (
     ReplyStatus,
     VerificationEmailEvent,
 )
+from kafka_events.messages import header
 
 LINK = "https://app.example.com/verify?token=abc&next=%2Fhome"
 
@@ -63,10 +63,8 @@ def test_an_event_written_by_the_api_is_read_back_as_written() -> None:
 
 
 def test_the_worker_reads_the_correlation_id_the_api_writes() -> None:
-    requested = VerificationEmailRequested(
-        email="ada@example.com", redirect_url=LINK, correlation_id="req-9"
-    )
-    headers = list(requested.to_message("t").headers)
+    requested = VerificationEmailRequested(email="ada@example.com", redirect_url=LINK)
+    headers = list(requested.to_message("t", correlation_id="req-9").headers)
 
     assert logs.correlation_id_in(headers) == "req-9"
     assert messages.event_id_of(headers) == requested.event_id

@@ -1,4 +1,5 @@
-"""The receipt of a publish: where the broker put the message, and how it got there."""
+"""The receipts of a publish: where the broker put the message and how it got there, or where
+the outbox keeps it until the relay publishes it."""
 
 from __future__ import annotations
 
@@ -40,3 +41,19 @@ class DeliveryReceipt(BaseModel):
     )
     elapsed_ms: float = Field(ge=0, description="Time from publish to acknowledgement.")
     deadline_ms: int = Field(gt=0, description="The deadline the publish ran under.")
+
+
+class QueuedReceipt(BaseModel):
+    """An outbox message: stored durably, to be published by the relay."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str = Field(description="Id of the event; follow it at GET /events/{event_id}.")
+    record_id: str = Field(description="Id of the stored record.")
+    topic: str
+    policy: str
+    status: Literal["queued"] = "queued"
+
+
+Receipt = DeliveryReceipt | QueuedReceipt
+"""What an emit returns: the broker's receipt, or the outbox's."""

@@ -1,6 +1,6 @@
-"""Opening the SQL database the service keeps its tables in (SQLite or PostgreSQL).
+"""Opening a SQL database to keep tables in (SQLite or PostgreSQL), through SQLAlchemy.
 
-Shared by the message store and the worker's handled-events table: the SQLite file's folder is
+Shared by the message store and a consumer's handled-events table: the SQLite file's folder is
 created on first use, SQLite runs in WAL mode with full sync and a busy timeout, and tables are
 created safely when several processes (uvicorn workers, replicas) start on an empty database
 at once: under an advisory lock on PostgreSQL; on SQLite, where two processes can both see no

@@ -6,7 +6,7 @@ the policy's deadline and retries). A failure stops the round, so records stay i
 and the next round waits longer (exponential backoff with jitter, capped at
 `backoff_max_ms`). A record that cannot ever be published (too large, rejected) or that
 failed `max_attempts` rounds is marked abandoned: it stays in the store for an operator to
-replay (`python -m app.failures replay`).
+replay (`MessageStore.requeue`, e.g. from an admin route or CLI).
 
 A record whose publish passed its deadline while a broker still had it (a 503 with
 `delivery: unknown`, or a replay that timed out the same way) is *tracked*: the relay does not
@@ -14,7 +14,7 @@ send it again while that attempt is in flight, and marks it delivered if the att
 acknowledged late. Only when the attempt fails is it replayed.
 
 One relay replays per store at a time: the one that holds the store's relay lease
-(`app.failures.lease`); the relays of other processes over the same store stand by, and one
+(`kafka_events.store.lease`); the relays of other processes over the same store stand by, and one
 takes over at its next round when the holder stops or dies. Records recorded by a standing-by
 process wait for the holder's next round (`interval_ms`).
 
@@ -32,15 +32,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from app import logs, metrics
-from app.config import PolicyName, ReplaySettings
-from app.failures import lease as leases
-from app.failures.store import MessageStore, Status, StoredMessage
-from app.kafka import errors
-from app.kafka.publisher import KafkaPublisher
-from app.kafka.receipts import DeliveryReceipt
+from kafka_events import context, errors
+from kafka_events.config import ReplayConfig
+from kafka_events.metrics import Metrics
+from kafka_events.producer.publish import KafkaPublisher
+from kafka_events.receipts import DeliveryReceipt
+from kafka_events.store.base import Lease, MessageStore, Status, StoredMessage
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +57,15 @@ class Relay:
     def __init__(
         self,
         store: MessageStore,
-        publishers: Mapping[PolicyName, KafkaPublisher],
-        settings: ReplaySettings,
+        publishers: Mapping[str, KafkaPublisher],
+        settings: ReplayConfig,
         *,
-        lease: leases.Lease | None = None,
+        lease: Lease | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._lease = lease  # by default the store's, made at start()
+        self._metrics = metrics or Metrics(None)
         self._replaying: bool | None = None  # holds the lease; None: not asked yet
         self._publishers = publishers
         self._settings = settings
@@ -84,7 +83,7 @@ class Relay:
 
     def start(self) -> None:
         if self._lease is None:
-            self._lease = leases.for_store(self._store.url, self._store.engine)
+            self._lease = self._store.lease()
         self._wake.set()  # a first round at once: records left from before a restart
         self._task = asyncio.create_task(self._run(), name="kafka-relay")
 
@@ -113,7 +112,7 @@ class Relay:
             async with asyncio.timeout(STORE_TIMEOUT_S):
                 await self._store.mark_delivered(record_id, receipt)
             self.acknowledged_late += 1
-            metrics.ACKNOWLEDGED_LATE.labels(receipt.policy).inc()
+            self._metrics.acknowledged_late.labels(receipt.policy).inc()
             logger.warning(
                 "record %s was acknowledged after its deadline (%s[%s]@%s): not replayed",
                 record_id,
@@ -121,7 +120,7 @@ class Relay:
                 receipt.partition,
                 receipt.offset,
             )
-        except (SQLAlchemyError, OSError, TimeoutError):
+        except (errors.StoreError, OSError, TimeoutError):
             logger.exception("record %s: could not mark its late delivery", record_id)
         finally:
             self._in_flight.pop(record_id, None)
@@ -138,7 +137,7 @@ class Relay:
             await self._lease.release()  # another process's relay may take over now
             if self._replaying:
                 self._replaying = False
-                metrics.RELAY_REPLAYING.set(0)
+                self._metrics.relay_replaying.set(0)
 
     async def settle_late(self) -> None:
         """Wait for late deliveries being written to the store (each bounded).
@@ -194,7 +193,7 @@ class Relay:
         if replaying != self._replaying:
             logger.info("relay: %s", "replaying (holds the lease)" if replaying else "standing by")
             self._replaying = replaying
-            metrics.RELAY_REPLAYING.set(1 if replaying else 0)
+            self._metrics.relay_replaying.set(1 if replaying else 0)
 
     async def run_round(self) -> RoundResult:
         """Publish one batch of pending records, oldest first; stop at the first failure."""
@@ -204,11 +203,11 @@ class Relay:
         ):
             if record.id in self._in_flight:
                 continue  # an earlier attempt may still be written: wait for its outcome
-            with logs.bound(
-                event_id=record.event_id, correlation_id=logs.correlation_id_in(record.headers)
+            with context.bound(
+                event_id=record.event_id, correlation_id=context.correlation_id_in(record.headers)
             ):
                 outcome = await self.publish_record(record)
-            metrics.REPLAYED.labels(record.topic, record.policy, outcome).inc()
+            self._metrics.replayed.labels(record.topic, record.policy, outcome).inc()
             if outcome == "delivered":
                 result.delivered += 1
             elif outcome == "abandoned":
@@ -228,8 +227,8 @@ class Relay:
     async def publish_record(self, record: StoredMessage) -> str:
         """Publish one record; returns "delivered", "failed" or "abandoned"."""
         try:
-            publisher = self._publishers[PolicyName(record.policy)]
-        except (ValueError, KeyError):
+            publisher = self._publishers[record.policy]
+        except KeyError:
             await self._store.mark_failed(
                 record.id,
                 error_type="UnknownPolicy",

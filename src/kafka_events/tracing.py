@@ -6,7 +6,7 @@ UTF-8 values: the names and values used over HTTP, and what other Kafka instrume
 OpenTelemetry Java agent, opentelemetry-instrumentation-aiokafka) write and read too. They come
 from OpenTelemetry's global propagator (`OTEL_PROPAGATORS`, default `tracecontext,baggage`). A
 record has at most one of each: writing a context replaces the one it carried; reading takes
-the last one, as for every other header (`app.kafka.messages.header`).
+the last one, as for every other header (`kafka_events.messages.header`).
 
 Spans, named and attributed after OpenTelemetry's messaging semantic conventions (1.44):
 
@@ -47,9 +47,9 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 
-from app.kafka.errors import PublishError
-from app.kafka.messages import OutgoingMessage
-from app.kafka.receipts import DeliveryReceipt
+from kafka_events.errors import PublishError
+from kafka_events.messages import OutgoingMessage
+from kafka_events.receipts import DeliveryReceipt
 
 Headers = Sequence[tuple[str, bytes]]
 

@@ -25,13 +25,13 @@ from collections.abc import Awaitable, Callable
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_exponential_jitter
 from tenacity.wait import wait_base
 
-from app.config import RetrySettings
+from kafka_events.config import Retry
 
 
 class KafkajsWait(wait_base):
     """The wait before each retry, in seconds, following kafkajs exactly (see module doc)."""
 
-    def __init__(self, settings: RetrySettings, rng: random.Random | None = None) -> None:
+    def __init__(self, settings: Retry, rng: random.Random | None = None) -> None:
         self.settings = settings
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
 

@@ -1,9 +1,9 @@
 """One replaying relay per store: the lease a relay holds while it replays.
 
-Every API process (uvicorn workers, replicas) runs a relay over the same store. Uncoordinated,
-each would publish the same pending records after an outage: a duplicate of every record per
-extra process. A relay replays only while it holds this lease; the others stand by, and one of
-them takes over at its next round when the holder stops or dies.
+Every process of an application (uvicorn workers, replicas) runs a relay over the same
+store. Uncoordinated, each would publish the same pending records after an outage: a duplicate
+of every record per extra process. A relay replays only while it holds this lease; the others
+stand by, and one of them takes over at its next round when the holder stops or dies.
 
 - SQLite file: an exclusive `flock` on `<database file>.relay-lock` beside the database (one
   host, as SQLite itself); the kernel drops it when the process ends.
@@ -13,7 +13,8 @@ them takes over at its next round when the holder stops or dies.
 - SQLite in memory: one process only; always held.
 
 `acquire()` never waits for the lease (a try, bounded by `TIMEOUT_S`), and `release()` gives it
-up (bounded too). Manual replays (the admin route, the failures CLI) do not take the lease.
+up (bounded too). Manual replays (an admin route, a CLI) do not take the lease.
+`SqlStore.lease()` picks the one that fits its URL.
 """
 
 from __future__ import annotations
@@ -24,10 +25,8 @@ import fcntl
 import logging
 import os
 from pathlib import Path
-from typing import Protocol
 
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -36,26 +35,6 @@ logger = logging.getLogger(__name__)
 TIMEOUT_S = 5.0
 # PostgreSQL advisory lock key of the relay ("kafka_rl"); the table creation uses another.
 ADVISORY_KEY = 0x6B61666B615F726C
-
-
-class Lease(Protocol):
-    async def acquire(self) -> bool:
-        """Whether this process holds the lease now (taken if free; kept if held)."""
-        ...
-
-    async def release(self) -> None:
-        """Give the lease up, if held."""
-        ...
-
-
-def for_store(url: str, engine: AsyncEngine) -> Lease:
-    """The lease that fits the store at `url` (whose open engine is `engine`)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "postgresql":
-        return AdvisoryLease(engine)
-    if parsed.database in (None, "", ":memory:"):
-        return Held()
-    return FileLease(Path(f"{parsed.database}.relay-lock"))
 
 
 class Held:

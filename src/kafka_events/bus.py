@@ -3,9 +3,10 @@
 Dispatch runs on blinker (one `Signal` per event type; `send_async` awaits each receiver and
 returns its result). What blinker leaves to us, and this module adds:
 
-- **injection**: a listener is `async def on_x(event: X, delivery: DeliveryService, ...)`;
-  every parameter after the event is resolved by its annotated type from the providers the
-  lifespan hands to `start()`. A listener whose dependency has no provider is a start-up
+- **injection**: a listener is `async def on_x(event: X, events: KafkaEvents, ...)`;
+  every parameter after the event is resolved by its annotated type from the providers handed
+  to `start()` (`KafkaEvents` provides itself, its store and its config; the application adds
+  its own). A listener whose dependency has no provider is a start-up
   error, never a first-request error;
 - **completeness**: event types the app raises are declared (`raises`), and `start()` fails
   when one has no listener, or when a listener's event type is never raised;
@@ -24,18 +25,18 @@ from typing import Any, get_type_hints
 
 from blinker import Signal
 
-from app.kafka.errors import PublishError
+from kafka_events.errors import KafkaEventsError, PublishError
 
 logger = logging.getLogger(__name__)
 
 Listener = Callable[..., Awaitable[Any]]
 
 
-class EventConfigurationError(RuntimeError):
+class EventConfigurationError(KafkaEventsError, RuntimeError):
     """Listeners and events do not fit together; found when the bus starts."""
 
 
-class EventBusStateError(RuntimeError):
+class EventBusStateError(KafkaEventsError, RuntimeError):
     """The bus was used before `start()` or after `stop()`."""
 
 

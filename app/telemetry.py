@@ -23,7 +23,7 @@ its own, and hands tracers to its components. The OTLP exporter also honours the
 
 HTTP server spans are FastAPI's own (`FastAPI(telemetry=...)`, see `http_telemetry()`): one
 SERVER span per request, named after the route, continuing a caller's `traceparent`. The Kafka
-spans and headers are in `app.kafka.tracing`.
+spans and headers are in `kafka_events.tracing`.
 """
 
 from __future__ import annotations

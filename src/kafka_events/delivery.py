@@ -12,7 +12,7 @@ If the store itself cannot record a failed message, the error propagates with
 `record_id=None` and the failure is logged: the caller is told the message was not kept.
 
 With tracing on, a message is stored carrying the current trace context (the request's), so
-the relay's later publish of it joins the request's trace (`app.kafka.tracing`).
+the relay's later publish of it joins the request's trace (`kafka_events.tracing`).
 """
 
 from __future__ import annotations
@@ -20,35 +20,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import SQLAlchemyError
-
-from app import metrics
-from app.config import PolicyName
-from app.failures.store import MessageStore, Origin
-from app.kafka import errors
-from app.kafka.messages import OutgoingMessage
-from app.kafka.publisher import KafkaPublisher
-from app.kafka.receipts import DeliveryReceipt
-from app.kafka.tracing import with_current_context
+from kafka_events import errors
+from kafka_events.messages import OutgoingMessage
+from kafka_events.metrics import Metrics
+from kafka_events.producer.publish import KafkaPublisher
+from kafka_events.receipts import DeliveryReceipt, QueuedReceipt
+from kafka_events.store.base import MessageStore, Origin
+from kafka_events.tracing import with_current_context
 
 logger = logging.getLogger(__name__)
 
 STORE_TIMEOUT_S = 10.0
-
-
-class QueuedReceipt(BaseModel):
-    """An outbox message: stored durably, to be published by the relay."""
-
-    model_config = ConfigDict(frozen=True)
-
-    event_id: str = Field(description="Id of the event; follow it at GET /events/{event_id}.")
-    record_id: str = Field(description="Id of the stored record.")
-    topic: str
-    policy: str
-    status: Literal["queued"] = "queued"
 
 
 class DeliveryService:
@@ -56,22 +40,24 @@ class DeliveryService:
 
     def __init__(
         self,
-        publishers: Mapping[PolicyName, KafkaPublisher],
+        publishers: Mapping[str, KafkaPublisher],
         store: MessageStore,
         *,
         on_recorded: Callable[[], None] = lambda: None,
         on_in_flight: Callable[[str, asyncio.Future[Any]], None] = lambda _id, _future: None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._publishers = publishers
         self._store = store
+        self._metrics = metrics or Metrics(None)
         self._on_recorded = on_recorded
         self._on_in_flight = on_in_flight
 
-    def publisher(self, policy: PolicyName) -> KafkaPublisher:
+    def publisher(self, policy: str) -> KafkaPublisher:
         return self._publishers[policy]
 
     async def emit(
-        self, message: OutgoingMessage, *, policy: PolicyName
+        self, message: OutgoingMessage, *, policy: str
     ) -> DeliveryReceipt | QueuedReceipt:
         """Deliver `message` under `policy`.
 
@@ -89,13 +75,13 @@ class DeliveryService:
                     stored = await self._store.record(
                         _kept(publisher, message), origin=Origin.OUTBOX, policy=policy
                     )
-            except (SQLAlchemyError, OSError, TimeoutError):
+            except (errors.StoreError, OSError, TimeoutError):
                 logger.exception("event %s: the outbox could not store it", message.event_id)
                 raise errors.StoreUnavailable(
                     "the outbox could not store the event; nothing was sent",
                     event_id=message.event_id,
                 ) from None
-            metrics.RECORDED.labels(message.topic, policy.value, Origin.OUTBOX.value).inc()
+            self._metrics.recorded.labels(message.topic, policy, Origin.OUTBOX.value).inc()
             self._on_recorded()
             logger.debug("event %s: queued in the outbox as %s", message.event_id, stored.id)
             return QueuedReceipt(
@@ -104,14 +90,13 @@ class DeliveryService:
         try:
             receipt = await publisher.publish(message)
         except errors.PublishError as error:
-            if not isinstance(error, (errors.RecordTooLarge, errors.EncodingError)):
-                error.record_id = await self._record_failure(
-                    _kept(publisher, message), policy, error
-                )
-                if error.record_id is not None and error.in_flight is not None:
-                    # a broker may still write it: the relay waits for that outcome
-                    self._on_in_flight(error.record_id, error.in_flight)
-            raise
+            if isinstance(error, (errors.RecordTooLarge, errors.EncodingError)):
+                raise
+            record_id = await self._record_failure(_kept(publisher, message), policy, error)
+            if record_id is not None and error.in_flight is not None:
+                # a broker may still write it: the relay waits for that outcome
+                self._on_in_flight(record_id, error.in_flight)
+            raise error.replace(record_id=record_id) from error.__cause__
         logger.debug(
             "event %s: published to %s[%s]@%s (%d attempt(s), %.1f ms)",
             message.event_id,
@@ -124,7 +109,7 @@ class DeliveryService:
         return receipt
 
     async def _record_failure(
-        self, message: OutgoingMessage, policy: PolicyName, error: errors.PublishError
+        self, message: OutgoingMessage, policy: str, error: errors.PublishError
     ) -> str | None:
         try:
             async with asyncio.timeout(STORE_TIMEOUT_S):
@@ -136,8 +121,8 @@ class DeliveryService:
                     error_type=error.cause,
                     error=str(error),
                 )
-        except (SQLAlchemyError, OSError, TimeoutError):
-            metrics.RECORD_FAILURES.labels(message.topic, policy.value).inc()
+        except (errors.StoreError, OSError, TimeoutError):
+            self._metrics.record_failures.labels(message.topic, policy).inc()
             logger.critical(
                 "event %s: publish failed (%s) and the store could not record it",
                 message.event_id,
@@ -152,7 +137,7 @@ class DeliveryService:
             error.cause,
             stored.id,
         )
-        metrics.RECORDED.labels(message.topic, policy.value, Origin.FAILED.value).inc()
+        self._metrics.recorded.labels(message.topic, policy, Origin.FAILED.value).inc()
         self._on_recorded()
         return stored.id
 

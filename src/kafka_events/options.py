@@ -1,4 +1,5 @@
-"""Translate our settings into aiokafka's constructor arguments (the only place that knows them)."""
+"""Translate the configuration into aiokafka's constructor arguments (the only place that
+knows them)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from aiokafka.helpers import create_ssl_context  # type: ignore[import-untyped]
 from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
 
-from app.config import Acks, KafkaSettings, Partitioner, PolicyName
+from kafka_events.config import Acks, KafkaConfig, Partitioner, Policy
 
 
 def crc32_partitioner(
@@ -29,7 +30,7 @@ _PARTITIONERS: dict[Partitioner, Any] = {
 }
 
 
-def client_options(settings: KafkaSettings) -> dict[str, Any]:
+def client_options(settings: KafkaConfig) -> dict[str, Any]:
     """Connection and security arguments shared by producers, consumers and admin clients."""
     security = settings.security
     options: dict[str, Any] = {
@@ -54,18 +55,22 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
     return options
 
 
-def producer_options(settings: KafkaSettings, policy: PolicyName) -> dict[str, Any]:
-    """Every `AIOKafkaProducer` argument for the producer of delivery policy `policy`."""
+def producer_client_id(settings: KafkaConfig, name: str) -> str:
+    """The client id of the producer `name`: one per producer, so that broker logs and quotas
+    tell them apart."""
+    return f"{settings.producer.client_id}-{name}"
+
+
+def producer_options(settings: KafkaConfig, policy: Policy, *, client_id: str) -> dict[str, Any]:
+    """Every `AIOKafkaProducer` argument for a producer of `policy`, named `client_id`."""
     producer = settings.producer
-    chosen = settings.policies.get(policy)
     acks_values: dict[Acks, int | str] = {Acks.NONE: 0, Acks.LEADER: 1, Acks.ALL: "all"}
     return {
         **client_options(settings),
-        # one client id per policy, so broker logs and quotas tell the producers apart
-        "client_id": f"{producer.client_id}-{policy.value}",
-        "acks": acks_values[chosen.acks],
-        "enable_idempotence": chosen.enable_idempotence,
-        "linger_ms": chosen.linger_ms if chosen.linger_ms is not None else producer.linger_ms,
+        "client_id": client_id,
+        "acks": acks_values[policy.acks],
+        "enable_idempotence": policy.enable_idempotence,
+        "linger_ms": policy.linger_ms if policy.linger_ms is not None else producer.linger_ms,
         "max_batch_size": producer.max_batch_size,
         "compression_type": (
             producer.compression_type.value if producer.compression_type else None
@@ -75,6 +80,6 @@ def producer_options(settings: KafkaSettings, policy: PolicyName) -> dict[str, A
         "retry_backoff_ms": producer.retry_backoff_ms,
         "metadata_max_age_ms": producer.metadata_max_age_ms,
         "partitioner": _PARTITIONERS[producer.partitioner],
-        "transactional_id": chosen.transactional_id,
-        "transaction_timeout_ms": chosen.transaction_timeout_ms,
+        "transactional_id": policy.transactional_id,
+        "transaction_timeout_ms": policy.transaction_timeout_ms,
     }

@@ -1,6 +1,6 @@
 """Request-reply over Kafka: publish a request, wait (bounded) for the consumer's answer.
 
-The wire contract, shared with the worker (and with NestJS's and Spring's request-reply):
+The wire contract, shared with the consumers (and with NestJS's and Spring's request-reply):
 
 - the request carries headers `kafka_replyTopic` (UTF-8 topic name) and `kafka_correlationId`
   (opaque bytes, unique per request);
@@ -34,12 +34,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-unt
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError  # type: ignore[import-untyped]
 
-from app.config import KafkaSettings, PolicyName, ReplySettings
-from app.kafka import options
-from app.kafka.delivery import DeliveryService, QueuedReceipt
-from app.kafka.messages import OutgoingMessage
-from app.kafka.receipts import DeliveryReceipt
-from app.kafka.retry import connect_until_stopped
+from kafka_events import options
+from kafka_events._retry import connect_until_stopped
+from kafka_events.config import KafkaConfig, ReplyConfig
+from kafka_events.delivery import DeliveryService
+from kafka_events.errors import RepliesUnavailable, ReplyTimeout
+from kafka_events.messages import OutgoingMessage
+from kafka_events.receipts import DeliveryReceipt, QueuedReceipt
 
 logger = logging.getLogger(__name__)
 
@@ -60,24 +61,11 @@ class Reply:
     offset: int
 
 
-class RepliesUnavailable(RuntimeError):
-    """The reply reader is not running (Kafka unreachable since start-up): nothing was sent."""
-
-
-class ReplyTimeout(Exception):
-    """No reply within the deadline; the request itself was published (see `receipt`)."""
-
-    def __init__(self, receipt: DeliveryReceipt | QueuedReceipt, timeout_ms: int) -> None:
-        super().__init__(f"no reply within {timeout_ms} ms")
-        self.receipt = receipt
-        self.timeout_ms = timeout_ms
-
-
 class ReplyReader:
     """Reads the reply topic and hands each reply to the request waiting for it."""
 
     def __init__(
-        self, kafka: KafkaSettings, settings: ReplySettings, *, consumer_factory: Any = None
+        self, kafka: KafkaConfig, settings: ReplyConfig, *, consumer_factory: Any = None
     ) -> None:
         self._kafka = kafka
         self._settings = settings
@@ -265,7 +253,7 @@ class RequestReply:
         self._timeout_ms = timeout_ms
 
     async def send(
-        self, message: OutgoingMessage, *, policy: PolicyName
+        self, message: OutgoingMessage, *, policy: str, timeout_ms: int | None = None
     ) -> tuple[DeliveryReceipt | QueuedReceipt, Reply]:
         """Returns the request's receipt and the reply.
 
@@ -284,13 +272,14 @@ class RequestReply:
             ),
         )
         waiter = self._reader.expect(correlation_id)
+        timeout_ms = timeout_ms or self._timeout_ms
         try:
             receipt = await self._delivery.emit(request, policy=policy)
             try:
-                async with asyncio.timeout(self._timeout_ms / 1000):
+                async with asyncio.timeout(timeout_ms / 1000):
                     reply = await waiter
             except TimeoutError:
-                raise ReplyTimeout(receipt, self._timeout_ms) from None
+                raise ReplyTimeout(receipt, timeout_ms) from None
         finally:
             self._reader.forget(correlation_id)
         return receipt, reply

@@ -17,11 +17,8 @@ outcome:
 `refusal(error)` sorts an error raised by a client's start the same way; authorisation failures
 surface there (e.g. a transactional id the user may not use), since connecting needs no ACL.
 
-Exceptions::
-
-    AccessRefused (Exception)   Kafka answered and refused this client. Its message is one line:
-                                the cause, the user, the broker, and the variables to check;
-                                never the password.
+Raises `kafka_events.errors.AccessRefused`: one line with the cause, the user, the broker,
+and the settings to check (in backticks, relative to `KafkaConfig`); never the password.
 
 `Any` from the untyped aiokafka stays in this module.
 """
@@ -47,8 +44,9 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     UnsupportedSaslMechanismError,
 )
 
-from app.config import KafkaSettings, SecuritySettings
-from app.kafka import options
+from kafka_events import options
+from kafka_events.config import KafkaConfig, SecurityConfig
+from kafka_events.errors import AccessRefused
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +63,8 @@ _NAME_MISMATCH = (62, 64)
 _CLOSE_WAIT_S = 1.0
 
 
-class AccessRefused(Exception):
-    """Kafka answered and refused this client: fix the configuration, do not retry."""
-
-
 def refusal(
-    error: BaseException, security: SecuritySettings, broker: str | None = None
+    error: BaseException, security: SecurityConfig, broker: str | None = None
 ) -> AccessRefused | None:
     """`AccessRefused` describing `error` if it is a refusal, else None (e.g. an outage)."""
     at = f" at {broker}" if broker else ""
@@ -78,13 +72,13 @@ def refusal(
         reason = error.verify_message or error.reason or "certificate verify failed"
         if error.verify_code in _NAME_MISMATCH:
             hint = (
-                "connect by a name the certificate lists (KAFKA__BOOTSTRAP_SERVERS), or set "
-                "KAFKA__SECURITY__SSL_CHECK_HOSTNAME=false (not recommended)"
+                "connect by a name the certificate lists (`bootstrap_servers`), or set "
+                "`security.ssl_check_hostname`=false (not recommended)"
             )
         else:
-            trusted = security.ssl_cafile or "the system's CAs (KAFKA__SECURITY__SSL_CAFILE unset)"
+            trusted = security.ssl_cafile or "the system's CAs (`security.ssl_cafile` unset)"
             hint = (
-                f"the client trusts {trusted}; set KAFKA__SECURITY__SSL_CAFILE to the CA that "
+                f"the client trusts {trusted}; set `security.ssl_cafile` to the CA that "
                 "signed the brokers' certificates"
             )
         return _refused(
@@ -93,20 +87,20 @@ def refusal(
     if isinstance(error, IllegalSaslStateError):  # SASL sent to a listener without it
         return _refused(
             f"the listener{at} does not expect SASL ({_detail(error)}); check "
-            "KAFKA__SECURITY__PROTOCOL and KAFKA__BOOTSTRAP_SERVERS",
+            "`security.protocol` and `bootstrap_servers`",
             security,
         )
     if isinstance(error, _MECHANISM):
         return _refused(
             f"the broker{at} does not offer SASL mechanism {security.sasl_mechanism.value} "
-            f"({_detail(error)}); check KAFKA__SECURITY__SASL_MECHANISM",
+            f"({_detail(error)}); check `security.sasl_mechanism`",
             security,
         )
     if isinstance(error, _AUTHENTICATION):
         return _refused(
             f"SASL authentication failed for user {security.sasl_username!r} "
             f"({security.sasl_mechanism.value}){at}: {_detail(error)}; check "
-            "KAFKA__SECURITY__SASL_USERNAME and KAFKA__SECURITY__SASL_PASSWORD",
+            "`security.sasl_username` and `security.sasl_password`",
             security,
         )
     if isinstance(error, _AUTHORISATION):
@@ -119,7 +113,7 @@ def refusal(
     return None
 
 
-async def check(settings: KafkaSettings, *, client_id: str) -> bool:
+async def check(settings: KafkaConfig, *, client_id: str) -> bool:
     """Connect once to every bootstrap server (concurrently, each bounded by
     `connect_timeout_ms`) and close again.
 
@@ -148,7 +142,7 @@ async def check(settings: KafkaSettings, *, client_id: str) -> bool:
 
 
 async def _connect(
-    server: str, settings: KafkaSettings, *, client_id: str, client: dict[str, Any]
+    server: str, settings: KafkaConfig, *, client_id: str, client: dict[str, Any]
 ) -> BaseException | None:
     """None if `server` accepted a connection (TLS, API versions, SASL), else the error."""
     host, _, port = server.rpartition(":")
@@ -169,7 +163,7 @@ async def _connect(
     return None
 
 
-def _refused(text: str, security: SecuritySettings) -> AccessRefused:
+def _refused(text: str, security: SecurityConfig) -> AccessRefused:
     return AccessRefused(f"Kafka refused this client: {_scrub(text, security)}")
 
 
@@ -188,7 +182,7 @@ def _describe(error: BaseException) -> str:
     return f"{name}: {text}"
 
 
-def _scrub(text: str, security: SecuritySettings) -> str:
+def _scrub(text: str, security: SecurityConfig) -> str:
     """`text` on one line and without the password, whatever quoted it (nothing should)."""
     if security.sasl_password is not None:
         secret = security.sasl_password.get_secret_value()

@@ -1,0 +1,382 @@
+"""The FastAPI face: a lifespan, `Annotated` dependencies, and opt-in error handlers.
+
+    kafka = KafkaEvents(KafkaConfig(...), store=SqlStore(url))
+    app = FastAPI(lifespan=lifespan(kafka))          # composes with your own: app_lifespan=
+    install_error_handlers(app)                      # optional: only this library's errors
+
+    @app.post("/orders", status_code=202, responses=responses_for(BrokerUnavailable))
+    async def place(order: OrderPlaced, events: EventsDep) -> DeliveryReceipt:
+        return await events.emit(order, policy="orders")
+
+The lifespan starts `kafka` before the application's own lifespan and stops it after, and
+hands it to requests in the lifespan state (`request.state.kafka_events`): the dependencies
+need nothing of the application's state.
+
+The handlers answer only this library's exceptions, each with the status and JSON body of
+`ERRORS`, the one table that the OpenAPI documentation (`responses_for`) is made from too, so
+the two cannot drift apart. The application's own 404, 422 and 500 stay as it made them.
+Bodies are `{"error": <kind>, "detail": <text>, ...}`; a 503 says `event_id`, `record_id` (the
+stored copy the relay replays: do not resend) and `delivery` (`not_sent` or `unknown`), and
+never a broker address or a stack trace.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import operator
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field, replace
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from kafka_events import errors
+from kafka_events.client import KafkaEvents
+from kafka_events.producer.publish import KafkaPublisher
+from kafka_events.store.base import MessageStore
+
+logger = logging.getLogger(__name__)
+
+STATE_KEY = "kafka_events"
+RETRY_AFTER_S = 5
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Mapping[str, Any] | None]]
+
+
+def lifespan(
+    kafka: KafkaEvents, *, app_lifespan: Lifespan | None = None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[dict[str, Any]]]:
+    """A FastAPI lifespan that runs `kafka` around `app_lifespan` (yours, if any).
+
+    The state your lifespan yields is merged into the request state beside `kafka_events`.
+    """
+
+    @asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with kafka:
+            state: dict[str, Any] = {STATE_KEY: kafka}
+            if app_lifespan is None:
+                yield state
+                return
+            async with app_lifespan(app) as own:
+                yield {**state, **(own or {})}
+
+    return run
+
+
+# -- dependencies ----------------------------------------------------------------------------
+
+
+def get_kafka_events(request: Request) -> KafkaEvents:
+    """The running `KafkaEvents` of this application.
+
+    Raises:
+        PublisherStateError: the application was not given `lifespan(kafka)`.
+    """
+    found = getattr(request.state, STATE_KEY, None)
+    if not isinstance(found, KafkaEvents):
+        raise errors.PublisherStateError(
+            "KafkaEvents is not running: create the app with lifespan=kafka_events.fastapi."
+            "lifespan(kafka)"
+        )
+    return found
+
+
+def get_store(request: Request) -> MessageStore:
+    """The message store of the running `KafkaEvents`."""
+    return get_kafka_events(request).store
+
+
+def publisher_of(policy: str) -> Callable[[Request], KafkaPublisher]:
+    """A dependency giving the publisher of `policy`, like NestJS's named clients."""
+
+    def get_publisher(request: Request) -> KafkaPublisher:
+        return get_kafka_events(request).publisher(policy)
+
+    return get_publisher
+
+
+EventsDep = Annotated[KafkaEvents, Depends(get_kafka_events)]
+"""Inject the running `KafkaEvents`: `async def route(events: EventsDep)`."""
+StoreDep = Annotated[MessageStore, Depends(get_store)]
+"""Inject the message store (e.g. for a status route)."""
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="Machine-readable kind of error.")
+    detail: str = Field(description="What went wrong, for a person.")
+
+
+class UnavailableBody(ErrorBody):
+    event_id: str = Field(description="Id of the event that was not confirmed as delivered.")
+    record_id: str | None = Field(
+        description="Id of the stored copy that the relay replays once Kafka answers; null "
+        "when the message was not kept."
+    )
+    delivery: Literal["not_sent", "unknown"] = Field(
+        description="not_sent: it never reached a broker. unknown: a broker may still write it "
+        "(the deadline passed while it was in flight); consumers deduplicate on event_id."
+    )
+
+
+class ReplyTimeoutBody(ErrorBody):
+    event_id: str = Field(description="Id of the published event.")
+    receipt: dict[str, Any] = Field(
+        description="The request's receipt: it was published; only the reply is missing."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorDoc:
+    """How one exception is answered: status, body model, documentation, example, headers."""
+
+    status: int
+    model: type[BaseModel]
+    description: str
+    example: dict[str, Any]
+    retry_after: bool = False
+    headers: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """The `error` of the body."""
+        return str(self.example["error"])
+
+    def described(self, description: str) -> ErrorDoc:
+        """The same answer, documented in an application's own words."""
+        return replace(self, description=description)
+
+
+_EVENT = "0b6f3f0e-6f1e-4c1b-9a53-5b1f0d7b0c2a"
+_RECORD = "4d0c1c1e-2b1a-4a63-8d0b-0c4b1e0f9a77"
+
+
+def _unavailable(kind: str, detail: str, *, record_id: str | None) -> dict[str, Any]:
+    return {
+        "error": kind,
+        "detail": detail,
+        "event_id": _EVENT,
+        "record_id": record_id,
+        "delivery": "not_sent",
+    }
+
+
+ERRORS: dict[type[BaseException], ErrorDoc] = {
+    errors.RecordTooLarge: ErrorDoc(
+        413,
+        UnavailableBody,
+        "The message would exceed Kafka's size limit; nothing was sent.",
+        _unavailable(
+            "record_too_large",
+            "the message is larger than the producer's or the broker's limit",
+            record_id=None,
+        ),
+    ),
+    errors.EncodingError: ErrorDoc(
+        422,
+        UnavailableBody,
+        "The event could not be serialised; nothing was sent or kept.",
+        _unavailable("unencodable_event", "the event cannot be serialised", record_id=None),
+    ),
+    errors.PublishRejected: ErrorDoc(
+        503,
+        UnavailableBody,
+        "Kafka refused the message for a reason retrying cannot fix until an operator acts "
+        "(e.g. authorisation). The message is recorded (`record_id`) for replay once fixed.",
+        _unavailable(
+            "publish_rejected",
+            "rejected by the broker: TopicAuthorizationFailedError",
+            record_id=_RECORD,
+        ),
+    ),
+    errors.StoreUnavailable: ErrorDoc(
+        503,
+        UnavailableBody,
+        "The policy uses the outbox and the store could not keep the event in time; nothing "
+        "was sent or kept: retry after `Retry-After`.",
+        _unavailable(
+            "store_unavailable",
+            "the outbox could not store the event; nothing was sent",
+            record_id=None,
+        ),
+        retry_after=True,
+    ),
+    errors.BrokerUnavailable: ErrorDoc(
+        503,
+        UnavailableBody,
+        "Kafka did not acknowledge the message within the deadline, retries included. The "
+        "message is recorded (`record_id`) and replayed once Kafka answers: do not resend it. "
+        "When `record_id` is null it was not kept: retry after `Retry-After`.",
+        _unavailable(
+            "broker_unavailable",
+            "not acknowledged within 5000 ms (attempt 3, waiting to connect)",
+            record_id=_RECORD,
+        ),
+        retry_after=True,
+    ),
+    errors.PublishError: ErrorDoc(
+        503,
+        UnavailableBody,
+        "The message was not confirmed as delivered; `record_id` says whether it is kept.",
+        _unavailable("broker_unavailable", "not delivered", record_id=_RECORD),
+        retry_after=True,
+    ),
+    errors.RepliesUnavailable: ErrorDoc(
+        503,
+        ErrorBody,
+        "Request-reply while replies cannot be read (Kafka unreachable since start-up); "
+        "nothing was sent. Retry after `Retry-After`.",
+        {"error": "replies_unavailable", "detail": "the reply topic is not being read"},
+        retry_after=True,
+    ),
+    errors.ReplyTimeout: ErrorDoc(
+        504,
+        ReplyTimeoutBody,
+        "The request was published (see `receipt`), but no reply came in time. It may still "
+        "be handled: do not resend.",
+        {
+            "error": "reply_timeout",
+            "detail": "no reply within 10000 ms",
+            "event_id": _EVENT,
+            "receipt": {"topic": "orders.placed", "partition": 0, "offset": 42},
+        },
+    ),
+    errors.PublisherStateError: ErrorDoc(
+        503,
+        ErrorBody,
+        "The service is starting or stopping; retry after `Retry-After`.",
+        {"error": "broker_unavailable", "detail": "the service is starting or stopping"},
+        retry_after=True,
+    ),
+}
+"""The library's exceptions and how they are answered; `responses_for` documents them."""
+
+_RETRY_AFTER_HEADER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
+
+def doc_of(
+    exc_type: type[BaseException], table: Mapping[type[BaseException], ErrorDoc]
+) -> ErrorDoc:
+    """The entry of `exc_type`, or of its nearest documented base class."""
+    for cls in exc_type.__mro__:
+        if cls in table:
+            return table[cls]
+    raise KeyError(f"{exc_type.__name__} is not in the error table")
+
+
+def responses_for(
+    *exc_types: type[BaseException],
+    table: Mapping[type[BaseException], ErrorDoc] = ERRORS,
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for a route, built from the exceptions it can raise.
+
+    `table` may extend or re-describe `ERRORS` with an application's own entries.
+    """
+    responses: dict[int | str, dict[str, Any]] = {}
+    models: dict[int, list[type[BaseModel]]] = {}
+    for exc_type in exc_types:
+        doc = doc_of(exc_type, table)
+        entry = responses.setdefault(
+            doc.status, {"model": doc.model, "description": doc.description, "content": {}}
+        )
+        headers = {**doc.headers, **(_RETRY_AFTER_HEADER if doc.retry_after else {})}
+        if headers:
+            entry.setdefault("headers", {}).update(headers)
+        models.setdefault(doc.status, []).append(doc.model)
+        if doc.description not in entry["description"]:
+            entry["description"] = f"{entry['description']} Or: {doc.description}"
+        examples = entry["content"].setdefault("application/json", {}).setdefault("examples", {})
+        examples[doc.example["error"]] = {"value": doc.example}
+    for code, bodies in models.items():
+        # Bodies of one status may differ (a 503 with or without `event_id`): document each.
+        responses[code]["model"] = functools.reduce(operator.or_, list(dict.fromkeys(bodies)))
+    return responses
+
+
+def error_response(
+    status_code: int,
+    error: str,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """A JSON error body `{"error", "detail", ...extra}`."""
+    return JSONResponse(
+        {"error": error, "detail": detail, **extra},
+        status_code=status_code,
+        headers=dict(headers) if headers else None,
+    )
+
+
+def _retry_after(doc: ErrorDoc, retry_after_s: int) -> dict[str, str] | None:
+    return {"Retry-After": str(retry_after_s)} if doc.retry_after else None
+
+
+def install_error_handlers(app: FastAPI, *, retry_after_s: int = RETRY_AFTER_S) -> None:
+    """Answer this library's exceptions as `ERRORS` says; nothing else is touched."""
+
+    async def publish_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, errors.PublishError)
+        doc = doc_of(type(exc), ERRORS)
+        kind = doc.kind  # a deadline is `broker_unavailable`: the client's action is the same
+        logger.warning(
+            "event %s not delivered: %s (%s); record %s", exc.event_id, kind, exc, exc.record_id
+        )
+        return error_response(
+            doc.status,
+            kind,
+            str(exc),
+            headers=_retry_after(doc, retry_after_s),
+            event_id=exc.event_id,
+            record_id=exc.record_id,
+            delivery="not_sent" if exc.sent is False else "unknown",
+        )
+
+    async def replies_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        logger.warning("request-reply refused: %s", exc)
+        doc = ERRORS[errors.RepliesUnavailable]
+        return error_response(
+            doc.status,
+            "replies_unavailable",
+            "the reply topic is not being read; nothing was sent",
+            headers=_retry_after(doc, retry_after_s),
+        )
+
+    async def reply_timeout(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, errors.ReplyTimeout)
+        logger.warning("event %s: %s", exc.receipt.event_id, exc)
+        return error_response(
+            ERRORS[errors.ReplyTimeout].status,
+            "reply_timeout",
+            str(exc),
+            event_id=exc.receipt.event_id,
+            receipt=exc.receipt.model_dump(mode="json"),
+        )
+
+    async def publisher_state(_: Request, exc: Exception) -> JSONResponse:
+        logger.error("publisher used outside its lifetime: %s", exc)
+        doc = ERRORS[errors.PublisherStateError]
+        return error_response(
+            doc.status,
+            errors.BrokerUnavailable.kind,
+            "the service is starting or stopping",
+            headers=_retry_after(doc, retry_after_s),
+        )
+
+    app.add_exception_handler(errors.PublishError, publish_error)
+    app.add_exception_handler(errors.RepliesUnavailable, replies_unavailable)
+    app.add_exception_handler(errors.ReplyTimeout, reply_timeout)
+    app.add_exception_handler(errors.PublisherStateError, publisher_state)

@@ -1,0 +1,226 @@
+"""Test doubles: test your own routes without a broker, the way FastStream's `TestKafkaBroker`
+and httpx's `MockTransport` let you.
+
+    kafka = KafkaEvents(KafkaConfig(), store=MemoryStore(), policies={...})
+    app = FastAPI(lifespan=lifespan(kafka))
+
+    async def test_place_order() -> None:
+        with TestKafkaEvents(kafka) as broker:
+            async with LifespanManager(app) as manager, httpx.AsyncClient(
+                transport=httpx.ASGITransport(manager.app), base_url="http://test"
+            ) as client:
+                assert (await client.post("/orders", json={...})).status_code == 202
+                assert broker.published[0].topic == "orders.placed"
+
+                broker.fail()        # the broker is unreachable: publishes fail at once
+                answer = await client.post("/orders", json={...})
+                assert answer.json()["record_id"] is not None   # kept for replay
+                broker.recover()     # the relay replays what was kept
+
+`TestKafkaEvents` swaps the producers of a `KafkaEvents` that is not running for in-memory
+ones (`FakeProducer`), skips the start-up access check, and leaves request-reply out (it then
+answers `RepliesUnavailable`). Everything else is the real
+library: policies, receipts, the store, the relay and the error handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections import namedtuple
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+from aiokafka.errors import KafkaConnectionError  # type: ignore[import-untyped]
+
+from kafka_events.client import KafkaEvents, State
+from kafka_events.messages import OutgoingMessage
+
+RecordMetadata = namedtuple(
+    "RecordMetadata", "topic partition offset timestamp timestamp_type log_start_offset"
+)
+"""What aiokafka's acknowledgement carries, as `FakeProducer` gives it."""
+
+
+class _Accumulator:
+    def __init__(self) -> None:
+        self.failed_with: BaseException | None = None
+
+    def fail_all(self, exc: BaseException) -> None:
+        self.failed_with = exc
+
+
+class _Connection:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.closed = False
+        self._conns = {("node", 0): _Connection()}
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def get_random_node(self) -> int:
+        return 0
+
+    async def send(self, node_id: int, request: Any) -> None:
+        return None
+
+
+@dataclass
+class FakeProducer:
+    """Just enough of `AIOKafkaProducer`, in memory; its behaviour is set by its fields.
+
+    `send_errors` are raised by successive sends (then sends succeed); `send_error` by all;
+    `ack_error` fails every acknowledgement; `never_ack` leaves them pending. `sent` has the
+    (topic, value) of every record handed over; acknowledged records are appended to
+    `published` (shared, when given) with increasing offsets per partition (`partitions` of
+    them; keyed records by CRC32 of the key).
+    """
+
+    start_error: BaseException | None = None
+    send_error: BaseException | None = None
+    send_errors: list[BaseException] = field(default_factory=list)
+    ack: Any = None
+    ack_error: BaseException | None = None
+    never_ack: bool = False
+    partitions: int = 3
+    published: list[OutgoingMessage] = field(default_factory=list)
+    # asked before each send: an error to raise, or None
+    failing: Callable[[], BaseException | None] | None = None
+    sends: int = 0
+    sent: list[tuple[str, bytes]] = field(default_factory=list)
+    started: bool = False
+    stopped: bool = False
+    futures: list[asyncio.Future[Any]] = field(default_factory=list)
+    _offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._message_accumulator = _Accumulator()
+        self.client = _Client()
+
+    async def start(self) -> None:
+        if self.start_error is not None:
+            raise self.start_error
+        self.started = True
+
+    async def flush(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def begin_transaction(self) -> None:
+        return None
+
+    async def commit_transaction(self) -> None:
+        return None
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(self.partitions))
+
+    async def send(
+        self, topic: str, value: bytes | None = None, **options: Any
+    ) -> asyncio.Future[Any]:
+        """As aiokafka's: `key`, `headers` and `partition` are read from `options`."""
+        key: bytes | None = options.get("key")
+        partition: int | None = options.get("partition")
+        self.sends += 1
+        if self.failing is not None and (error := self.failing()) is not None:
+            raise error
+        if self.send_errors:
+            raise self.send_errors.pop(0)
+        if self.send_error is not None:
+            raise self.send_error
+        self.sent.append((topic, value or b""))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.futures.append(future)
+        if self.ack_error is not None:
+            future.set_exception(self.ack_error)
+        elif not self.never_ack:
+            chosen = partition if partition is not None else self._partition(key)
+            offset = self._offsets.get((topic, chosen), 0)
+            self._offsets[topic, chosen] = offset + 1
+            headers = list(options.get("headers") or [])
+            event_id = next((v.decode() for k, v in headers if k == "event_id"), "")
+            self.published.append(
+                OutgoingMessage(
+                    topic=topic,
+                    value=value or b"",
+                    key=key,
+                    headers=tuple(headers),
+                    event_id=event_id,
+                )
+            )
+            future.set_result(
+                self.ack
+                if self.ack is not None
+                else RecordMetadata(topic, chosen, offset, 1_700_000_000_000, 0, 0)
+            )
+        return future
+
+    def _partition(self, key: bytes | None) -> int:
+        return zlib.crc32(key) % self.partitions if key is not None else 0
+
+
+class TestKafkaEvents:
+    """Runs a `KafkaEvents` against in-memory producers while the `with` block lasts."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, kafka: KafkaEvents) -> None:
+        self._kafka = kafka
+        self.published: list[OutgoingMessage] = []
+        self._failing: BaseException | None = None
+        self._saved: list[tuple[str, Any]] = []
+
+    def _factory(self) -> FakeProducer:
+        return FakeProducer(published=self.published, failing=lambda: self._failing)
+
+    def __enter__(self) -> Self:
+        if self._kafka.state is State.RUNNING:
+            raise RuntimeError("TestKafkaEvents patches a KafkaEvents that is not running")
+        self._patch("_check_access", False)
+        self._patch("_producer_factory", self._factory)
+        # while failing, publishes fail at once instead of retrying to their deadline
+        self._patch("_should_retry", lambda _error: self._failing is None)
+        self._patch("_replies", None)  # request-reply: RepliesUnavailable
+        self._kafka._build()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for name, value in reversed(self._saved):
+            setattr(self._kafka, name, value)
+        self._saved.clear()
+        if self._kafka.state is not State.RUNNING:
+            self._kafka._build()
+
+    def _patch(self, name: str, value: Any) -> None:
+        self._saved.append((name, getattr(self._kafka, name)))
+        setattr(self._kafka, name, value)
+
+    def fail(self, error: BaseException | None = None) -> None:
+        """Make every publish fail from now on, with `error` (default: the broker is
+        unreachable, a retriable error: the message is recorded in the store)."""
+        self._failing = error or KafkaConnectionError("the test broker is unreachable")
+
+    def recover(self) -> None:
+        """Publishes succeed again, and the relay is woken to replay what was recorded."""
+        self._failing = None
+        self._kafka.relay.wake()
+
+    def published_to(self, topic: str) -> Iterator[OutgoingMessage]:
+        return (m for m in self.published if m.topic == topic)
