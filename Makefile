@@ -17,7 +17,7 @@ PY := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install system-deps kafka-fetch run test lint format typecheck pytest clean bench chaos
+.PHONY: help install system-deps kafka-fetch run test lint format typecheck docs pytest clean bench chaos
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -53,10 +53,13 @@ format: install  ## apply ruff's fixes and formatting
 typecheck: install  ## mypy --strict over the library, the service, the examples and the tests
 	$(VENV)/bin/mypy
 
+docs: install  ## build the documentation site strictly (mkdocs build --strict) into site/
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 pytest: kafka-fetch  ## the test suite, real brokers included
 	$(VENV)/bin/pytest
 
-test: lint typecheck pytest  ## lint, type-check, then the whole suite
+test: lint typecheck docs pytest  ## lint, type-check, build the docs strictly, then the whole suite
 
 bench: kafka-fetch  ## speed and memory next to peer implementations; writes bench/RESULTS.md
 	$(UV) sync --locked --group bench
@@ -65,5 +68,5 @@ bench: kafka-fetch  ## speed and memory next to peer implementations; writes ben
 chaos: kafka-fetch  ## faults under load on a 3-node cluster, every request accounted for; writes chaos/RESULTS.md
 	$(PY) -m chaos
 
-clean:  ## remove environments, jars and local broker data
-	rm -rf $(VENV) $(TOOLS) .kafka .mypy_cache .ruff_cache .pytest_cache
+clean:  ## remove environments, jars, local broker data and the built docs site
+	rm -rf $(VENV) $(TOOLS) .kafka .mypy_cache .ruff_cache .pytest_cache site

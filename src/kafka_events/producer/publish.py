@@ -149,6 +149,8 @@ class KafkaPublisher:
     async def publish(self, message: OutgoingMessage) -> DeliveryReceipt:
         """Send one message and wait for the broker's acknowledgement, within the deadline.
 
+        Every `PublishError` it raises says how many attempts were made.
+
         Returns:
             The receipt with the broker's offset metadata (unconfirmed for acks=0).
 
@@ -158,7 +160,6 @@ class KafkaPublisher:
             PublishRejected: a non-retriable broker error (authorisation, invalid topic...).
             BrokerUnavailable: retriable errors outlasted the retries.
             DeliveryTimeout: no acknowledgement within `delivery_timeout_ms`.
-            Every PublishError says how many attempts were made.
         """
         if self._tracer is None:
             (receipt,) = await self._measured([message], self._publish(message))
