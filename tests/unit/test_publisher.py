@@ -283,7 +283,7 @@ async def test_a_retried_message_is_not_overtaken_by_its_keys_next_one(ordered: 
         assert values.index(b"3") < values.index(b"1")  # other keys do not wait
     else:
         assert values.index(b"2") < values.index(b"1")  # overtaken while it waited to retry
-    assert publisher._key_tails == {}  # nothing left queued
+    assert len(publisher._key_order) == 0  # nothing left queued
 
 
 async def test_a_publish_that_times_out_while_queued_still_keeps_its_place() -> None:

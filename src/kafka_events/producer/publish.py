@@ -44,9 +44,11 @@ from kafka_events._retry import KafkajsWait
 from kafka_events.config import KafkaConfig, Policy
 from kafka_events.messages import OutgoingMessage
 from kafka_events.metrics import Metrics
+from kafka_events.producer import acknowledgement
 from kafka_events.producer.lifecycle import ManagedProducer, ProducerFactory, ProducerState
+from kafka_events.producer.ordering import KeyOrder
 from kafka_events.producer.transactions import in_transaction
-from kafka_events.receipts import DeliveryReceipt, TimestampType
+from kafka_events.receipts import DeliveryReceipt
 from kafka_events.tracing import acknowledged, sending
 
 logger = logging.getLogger(__name__)
@@ -54,8 +56,6 @@ logger = logging.getLogger(__name__)
 RetryHook = Callable[[errors.PublishError], bool]
 
 _T = TypeVar("_T")
-
-_TIMESTAMP_TYPES: dict[int, TimestampType] = {0: "CreateTime", 1: "LogAppendTime"}
 
 
 class KafkaPublisher:
@@ -94,8 +94,7 @@ class KafkaPublisher:
         self._should_retry = should_retry
         self._tracer = tracer
         self._awaiting_ack = 0
-        # key -> the future that ends the latest publish of that key (ordered_per_key)
-        self._key_tails: dict[bytes, asyncio.Future[None]] = {}
+        self._key_order = KeyOrder(enabled=self._policy.ordered_per_key)
         # (topic, outcome) -> this publisher's series of a successful publish, looked up once:
         # prometheus-client's labels() takes a lock and rebuilds the label tuple on every call
         self._outcome_series: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
@@ -221,7 +220,7 @@ class KafkaPublisher:
         attempts = 0
         stage = ["queue"]  # the stage of the current attempt, for the timeout's message
         pending: list[asyncio.Future[Any] | None] = [None]  # aiokafka's future, once sent
-        previous, done = self._join_key_queue(message.key)
+        previous, done = self._key_order.join(message.key)
         try:
             async with asyncio.timeout(self._policy.delivery_timeout_ms / 1000):
                 if previous is not None:
@@ -253,7 +252,11 @@ class KafkaPublisher:
                 sent=errors.maybe_sent(stage[0]),
                 attempts=attempts,
                 in_flight=(
-                    self._late_receipt(in_flight, message, started, attempts)
+                    acknowledgement.late_receipt(
+                        in_flight,
+                        lambda metadata, ms: self._receipt(message, metadata, ms, attempts),
+                        started,
+                    )
                     if in_flight is not None and not in_flight.done()
                     else None
                 ),
@@ -261,9 +264,16 @@ class KafkaPublisher:
         except errors.PublishError as error:
             raise error.replace(attempts=attempts) from error.__cause__
         finally:
-            self._leave_key_queue(message.key, done, previous)
+            self._key_order.leave(message.key, done, previous)
         elapsed_ms = (time.perf_counter() - started) * 1000
         return [self._receipt(message, metadata, elapsed_ms, attempts)]
+
+    def _receipt(
+        self, message: OutgoingMessage, metadata: Any, elapsed_ms: float, attempts: int
+    ) -> DeliveryReceipt:
+        return acknowledgement.receipt(
+            self._policy, self.name, message, metadata, elapsed_ms, attempts
+        )
 
     async def publish_atomically(
         self, messages: Sequence[OutgoingMessage]
@@ -327,46 +337,6 @@ class KafkaPublisher:
         return [
             self._receipt(m, md, elapsed_ms, 1) for m, md in zip(messages, metadata, strict=True)
         ]
-
-    def _join_key_queue(
-        self, key: bytes | None
-    ) -> tuple[asyncio.Future[None] | None, asyncio.Future[None] | None]:
-        """With `ordered_per_key`, queue behind the previous publish of `key` until it ends.
-
-        aiokafka keeps one batch per partition in flight and retries it before the next, so
-        what it is handed stays in order. But when a message fails and we retry it (topic
-        metadata missing, a request timeout, NOT_ENOUGH_REPLICAS without idempotence), later
-        messages of its key handed over meanwhile would overtake it. One publish per key at a
-        time prevents that, at the cost of one round trip per message for a busy key.
-        """
-        if key is None or not self._policy.ordered_per_key:
-            return None, None
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        previous = self._key_tails.get(key)
-        self._key_tails[key] = done
-        return previous, done
-
-    def _leave_key_queue(
-        self,
-        key: bytes | None,
-        done: asyncio.Future[None] | None,
-        previous: asyncio.Future[None] | None,
-    ) -> None:
-        """Let the next publish of `key` go: at once, or, if this one gave up while still
-        queued (its deadline), once the one before it ends, so nobody overtakes that."""
-        if key is None or done is None:
-            return
-
-        def release(_: object = None) -> None:
-            if not done.done():
-                done.set_result(None)
-            if self._key_tails.get(key) is done:
-                del self._key_tails[key]
-
-        if previous is not None and not previous.done():
-            previous.add_done_callback(release)
-        else:
-            release()
 
     def _retrying(self, message: OutgoingMessage) -> AsyncRetrying:
         """The retry loop of one publish: at most `retry.retries` retries, kafkajs' waits."""
@@ -463,92 +433,8 @@ class KafkaPublisher:
             # shield: if our deadline fires, aiokafka's own future must stay intact.
             return await asyncio.shield(future)
         except asyncio.CancelledError:
-            future.add_done_callback(self._late_outcome_logger(message))
+            future.add_done_callback(acknowledgement.late_outcome_logger(message))
             raise
         finally:
             self._awaiting_ack -= 1
             awaiting.dec()
-
-    def _late_receipt(
-        self, future: asyncio.Future[Any], message: OutgoingMessage, started: float, attempts: int
-    ) -> asyncio.Future[DeliveryReceipt]:
-        """A future of the receipt of a message acknowledged after its deadline (or its error)."""
-        late: asyncio.Future[DeliveryReceipt] = asyncio.get_running_loop().create_future()
-
-        def resolve(done: asyncio.Future[Any]) -> None:
-            if late.done():
-                return
-            if done.cancelled():
-                late.cancel()
-            elif done.exception() is not None:
-                late.set_exception(done.exception())  # type: ignore[arg-type]
-            else:
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                late.set_result(self._receipt(message, done.result(), elapsed_ms, attempts))
-
-        future.add_done_callback(resolve)
-        late.add_done_callback(_consume_exception)
-        return late
-
-    def _late_outcome_logger(
-        self, message: OutgoingMessage
-    ) -> Callable[[asyncio.Future[Any]], None]:
-        def log_outcome(future: asyncio.Future[Any]) -> None:
-            if future.cancelled():
-                return
-            exc = future.exception()
-            if exc is not None:
-                logger.warning(
-                    "event %s: failed after its deadline: %s", message.event_id, type(exc).__name__
-                )
-                return
-            metadata = future.result()
-            logger.warning(
-                "event %s: acknowledged after its deadline at %s[%s]@%s",
-                message.event_id,
-                message.topic,
-                getattr(metadata, "partition", "?"),
-                getattr(metadata, "offset", "?"),
-            )
-
-        return log_outcome
-
-    def _receipt(
-        self, message: OutgoingMessage, metadata: Any, elapsed_ms: float, attempts: int
-    ) -> DeliveryReceipt:
-        common: dict[str, Any] = {
-            "event_id": message.event_id,
-            "topic": message.topic,
-            "acks": self._policy.acks.value,
-            "idempotent": self._policy.enable_idempotence,
-            "policy": self.name,
-            "attempts": attempts,
-            "elapsed_ms": round(elapsed_ms, 3),
-            "deadline_ms": self._policy.delivery_timeout_ms,
-        }
-        if metadata is None:  # acks=0: the broker never answers
-            return DeliveryReceipt(
-                partition=None,
-                offset=None,
-                timestamp=None,
-                timestamp_type=None,
-                log_start_offset=None,
-                confirmed=False,
-                **common,
-            )
-        log_start = metadata.log_start_offset
-        return DeliveryReceipt(
-            partition=metadata.partition,
-            offset=metadata.offset,
-            timestamp=metadata.timestamp if metadata.timestamp >= 0 else None,
-            timestamp_type=_TIMESTAMP_TYPES.get(metadata.timestamp_type),
-            log_start_offset=log_start if log_start is not None and log_start >= 0 else None,
-            confirmed=True,
-            **common,
-        )
-
-
-def _consume_exception(future: asyncio.Future[Any]) -> None:
-    """Mark a late outcome's error as seen: nobody may be waiting for it (logged elsewhere)."""
-    if not future.cancelled():
-        future.exception()
