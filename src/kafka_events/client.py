@@ -113,7 +113,7 @@ class KafkaEvents:
             ConfigurationError: the policies do not fit (see `check_policies`).
         """
         self.kafka = kafka or KafkaConfig()
-        chosen = dict(policies or DEFAULT_POLICIES)
+        chosen = dict(DEFAULT_POLICIES if policies is None else policies)
         try:
             check_policies(chosen, self.kafka.producer)
         except ValueError as error:
