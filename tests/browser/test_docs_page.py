@@ -28,9 +28,9 @@ from playwright.async_api import (
 )
 
 from devtools.kafka import KafkaCluster
-from tests.conftest import closed_port, repo_root
-from tests.kafka_reader import read_at
-from tests.processes import app_process
+from tests.helpers.kafka import read_at
+from tests.helpers.processes import app_process
+from tests.helpers.waiting import closed_port, repo_root
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240)]
 

@@ -19,8 +19,9 @@ import pytest
 
 from chaos.accounting import Load, account, drain_topic, stored_messages, wait_store_drained
 from devtools.kafka import KafkaCluster
-from tests.conftest import create_topic, make_settings, running_app
-from tests.faults.cluster_helpers import partition_layout, restore, survivors, wait_isr
+from tests.helpers.cluster import partition_layout, restore, survivors, wait_isr
+from tests.helpers.kafka import create_topic
+from tests.helpers.service import make_settings, running_app
 
 pytestmark = [pytest.mark.kafka, pytest.mark.cluster]
 

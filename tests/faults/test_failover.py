@@ -18,8 +18,10 @@ import pytest
 
 from chaos.accounting import Answer, Load, account, drain_topic, stored_messages
 from devtools.kafka import KafkaCluster
-from tests.conftest import create_topic, eventually, make_settings, running_app
-from tests.faults.cluster_helpers import partition_layout, restore, survivors, wait_isr
+from tests.helpers.cluster import partition_layout, restore, survivors, wait_isr
+from tests.helpers.kafka import create_topic
+from tests.helpers.service import make_settings, running_app
+from tests.helpers.waiting import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.cluster]
 

@@ -10,9 +10,10 @@ import pytest
 
 from app.config import PolicyName
 from devtools.kafka import KafkaCluster
-from tests.conftest import create_topic, eventually, make_settings, running_app
-from tests.faults.cluster_helpers import partition_layout, restore, survivors, wait_isr
-from tests.kafka_reader import read_at
+from tests.helpers.cluster import partition_layout, restore, survivors, wait_isr
+from tests.helpers.kafka import create_topic, read_at
+from tests.helpers.service import make_settings, running_app
+from tests.helpers.waiting import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.cluster]
 

@@ -15,9 +15,9 @@ import pytest
 
 from devtools.kafka import KafkaCluster
 from kafka_events.store import SqlStore, Status
-from tests.conftest import closed_port, closed_ports, eventually
-from tests.kafka_reader import read_all
-from tests.processes import app_process
+from tests.helpers.kafka import read_all
+from tests.helpers.processes import app_process
+from tests.helpers.waiting import closed_port, closed_ports, eventually
 
 pytestmark = pytest.mark.kafka
 

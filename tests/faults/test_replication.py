@@ -8,9 +8,9 @@ import json
 import pytest
 
 from devtools.kafka import KafkaCluster
-from tests.conftest import create_topic, make_settings, running_app
-from tests.faults.cluster_helpers import partition_layout
-from tests.kafka_reader import read_at
+from tests.helpers.cluster import partition_layout
+from tests.helpers.kafka import create_topic, read_at
+from tests.helpers.service import make_settings, running_app
 
 pytestmark = [pytest.mark.kafka, pytest.mark.cluster]
 

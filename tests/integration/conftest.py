@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from devtools.postgres import PostgresServer
-from tests.conftest import closed_port
+from tests.helpers.waiting import closed_port
 
 
 @pytest.fixture(scope="session")

@@ -18,9 +18,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.kafka import KafkaCluster
-from tests.conftest import closed_port, eventually
-from tests.kafka_reader import read_all
-from tests.processes import app_process, run_to_end
+from tests.helpers.kafka import read_all
+from tests.helpers.processes import app_process, run_to_end
+from tests.helpers.waiting import closed_port, eventually
 
 pytestmark = pytest.mark.kafka
 

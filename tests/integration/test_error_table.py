@@ -21,8 +21,9 @@ from aiokafka.protocol.admin import CreateAclsRequest  # type: ignore[import-unt
 
 from app.config import PolicyName
 from devtools.kafka import KafkaCluster
-from tests.conftest import create_topic, eventually, make_settings, running_app
-from tests.kafka_reader import read_all, read_at
+from tests.helpers.kafka import create_topic, read_all, read_at
+from tests.helpers.service import make_settings, running_app
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.kafka
 

@@ -27,8 +27,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from devtools.kafka import KafkaCluster
-from tests.conftest import closed_port, closed_ports, create_topic, eventually, repo_root
-from tests.kafka_reader import read_all
+from tests.helpers.kafka import create_topic, read_all
+from tests.helpers.waiting import closed_port, closed_ports, eventually, repo_root
 
 pytestmark = pytest.mark.kafka
 

@@ -19,14 +19,9 @@ from app.config import PolicyName
 from devtools.kafka import KafkaCluster
 from kafka_events.messages import OutgoingMessage
 from kafka_events.store import Origin, SqlStore
-from tests.conftest import (
-    closed_ports,
-    eventually,
-    make_settings,
-    repo_root,
-    running_app,
-)
-from tests.kafka_reader import read_at
+from tests.helpers.kafka import read_at
+from tests.helpers.service import make_settings, running_app
+from tests.helpers.waiting import closed_ports, eventually, repo_root
 
 pytestmark = pytest.mark.kafka
 

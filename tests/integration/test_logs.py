@@ -26,9 +26,10 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from devtools.kafka import KafkaCluster
 from devtools.postgres import PostgresServer
-from tests.conftest import closed_port, create_topic, eventually, repo_root
+from tests.helpers.kafka import create_topic
+from tests.helpers.processes import app_process, run_to_end
+from tests.helpers.waiting import closed_port, eventually, repo_root
 from tests.integration.test_worker import Inbox, smtp_server
-from tests.processes import app_process, run_to_end
 
 pytestmark = pytest.mark.kafka
 

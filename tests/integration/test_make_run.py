@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from devtools.kafka import KafkaCluster
-from tests.conftest import closed_port, closed_ports, eventually, repo_root
-from tests.kafka_reader import read_at
+from tests.helpers.kafka import read_at
+from tests.helpers.waiting import closed_port, closed_ports, eventually, repo_root
 
 pytestmark = pytest.mark.kafka
 

@@ -21,8 +21,8 @@ from app.config import PolicyName
 from devtools.kafka import KafkaCluster
 from kafka_events.messages import OutgoingMessage
 from kafka_events.receipts import DeliveryReceipt
-from tests.conftest import create_topic, make_settings, running_app
-from tests.kafka_reader import read_all
+from tests.helpers.kafka import create_topic, read_all
+from tests.helpers.service import make_settings, running_app
 
 pytestmark = pytest.mark.kafka
 

@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from devtools.kafka import KafkaCluster
 from kafka_events import KafkaConfig, KafkaEvents, Policy, ReplayConfig, SqlStore, Status, event
-from tests.conftest import eventually
-from tests.kafka_reader import read_all
+from tests.helpers.kafka import read_all
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.kafka
 

@@ -17,8 +17,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
 
 from devtools.kafka import KafkaCluster
-from tests.conftest import create_topic, eventually, make_settings, running_app
-from tests.kafka_reader import read_at
+from tests.helpers.kafka import create_topic, read_at
+from tests.helpers.service import make_settings, running_app
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.kafka
 

@@ -28,15 +28,10 @@ from app.worker.consumer import VerificationEmailWorker
 from devtools.kafka import KafkaCluster, SecureListeners
 from kafka_events import SaslMechanism, SecurityConfig, SecurityProtocol, options
 from kafka_events.errors import AccessRefused
-from tests.conftest import (
-    closed_port,
-    create_topic,
-    eventually,
-    make_settings,
-    running_app,
-)
-from tests.kafka_reader import read_at
-from tests.processes import run_to_end
+from tests.helpers.kafka import create_topic, read_at
+from tests.helpers.processes import run_to_end
+from tests.helpers.service import make_settings, running_app
+from tests.helpers.waiting import closed_port, eventually
 
 pytestmark = pytest.mark.kafka
 

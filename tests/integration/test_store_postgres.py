@@ -21,9 +21,10 @@ from devtools.kafka import KafkaCluster
 from devtools.postgres import PostgresServer
 from kafka_events.store import Origin, SqlStore, Status
 from kafka_events.store.lease import AdvisoryLease
-from tests.conftest import closed_port, eventually, make_settings, running_app
+from tests.helpers.kafka import read_at
+from tests.helpers.service import make_settings, running_app
+from tests.helpers.waiting import closed_port, eventually
 from tests.integration.test_failures import BODY, FAST_RELAY
-from tests.kafka_reader import read_at
 from tests.unit import test_store as sqlite_scenarios
 
 # Every scenario of the SQLite module that needs nothing but a store, by its own name.

@@ -24,8 +24,9 @@ from app.main import create_app
 from app.state import AppState
 from app.worker.consumer import VerificationEmailWorker
 from devtools.kafka import KafkaCluster
-from tests.conftest import STARTUP_TIMEOUT_S, create_topic, eventually, make_settings
-from tests.kafka_reader import read_all, read_at
+from tests.helpers.kafka import create_topic, read_all, read_at
+from tests.helpers.service import STARTUP_TIMEOUT_S, make_settings
+from tests.helpers.waiting import eventually
 
 pytestmark = pytest.mark.kafka
 

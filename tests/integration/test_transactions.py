@@ -17,8 +17,8 @@ from kafka_events import errors
 from kafka_events.messages import OutgoingMessage
 from kafka_events.producer import KafkaPublisher
 from kafka_events.producer import ProducerState as PublisherState
-from tests.conftest import create_topic, make_settings
-from tests.kafka_reader import read_all
+from tests.helpers.kafka import create_topic, read_all
+from tests.helpers.service import make_settings
 
 pytestmark = pytest.mark.kafka
 

@@ -14,8 +14,9 @@ from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from app.config import PolicyName
 from devtools.kafka import KafkaCluster
 from kafka_events.producer import lifecycle as publisher_module
-from tests.conftest import closed_port, closed_ports, eventually, make_settings, running_app
-from tests.kafka_reader import read_all, read_at
+from tests.helpers.kafka import read_all, read_at
+from tests.helpers.service import make_settings, running_app
+from tests.helpers.waiting import closed_port, closed_ports, eventually
 
 pytestmark = pytest.mark.kafka
 

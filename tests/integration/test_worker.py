@@ -38,9 +38,10 @@ from app.worker.consumer import VerificationEmailWorker, WorkerState
 from app.worker.handled import HandledEvents
 from app.worker.mailer import SUBJECT, SendError, SmtpMailer
 from devtools.kafka import KafkaCluster
-from tests.conftest import closed_port, create_topic, eventually, make_settings, repo_root
-from tests.conftest import running_app as running_api
-from tests.kafka_reader import read_all, read_at
+from tests.helpers.kafka import create_topic, read_all, read_at
+from tests.helpers.service import make_settings
+from tests.helpers.service import running_app as running_api
+from tests.helpers.waiting import closed_port, eventually, repo_root
 
 pytestmark = pytest.mark.kafka
 

@@ -28,7 +28,7 @@ from kafka_events import (
 )
 from kafka_events.client import State
 from kafka_events.testing import TestKafkaEvents
-from tests.conftest import eventually
+from tests.helpers.waiting import eventually
 
 
 @event(topic="orders.placed", key="order_id", type="order.placed")

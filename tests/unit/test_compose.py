@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from app.config import Settings
-from tests.conftest import repo_root
+from tests.helpers.waiting import repo_root
 from tests.unit.test_env_example import _leaves
 
 BROKERS = ("kafka-1", "kafka-2", "kafka-3")

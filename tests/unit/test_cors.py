@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app.config import ApiSettings, Settings, load_settings
-from tests.conftest import closed_port, make_settings, running_app
+from tests.helpers.service import make_settings, running_app
+from tests.helpers.waiting import closed_port
 
 ALLOWED = "https://app.example.com"
 

@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.conftest import closed_port, make_settings, running_app
+from tests.helpers.service import make_settings, running_app
+from tests.helpers.waiting import closed_port
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from app.config import Settings, load_settings
-from tests.conftest import repo_root
+from tests.helpers.waiting import repo_root
 
 
 def _leaves(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -29,7 +29,9 @@ from schemathesis.python.asgi import shutdown_lifespans
 from app.config import RateLimitSettings, ReplySettings, Settings
 from app.main import create_app
 from devtools.kafka import KafkaCluster
-from tests.conftest import closed_port, create_topic, make_settings
+from tests.helpers.kafka import create_topic
+from tests.helpers.service import make_settings
+from tests.helpers.waiting import closed_port
 
 # The app's background tasks (reconnection and relay jitter), on schemathesis' event-loop
 # thread, use the global `random` while hypothesis draws cases; hypothesis takes that for a

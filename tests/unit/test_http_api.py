@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import closed_port, make_settings, running_app
+from tests.helpers.service import make_settings, running_app
+from tests.helpers.waiting import closed_port
 
 VALID = {"email": "ada@example.com", "redirect_url": "https://app.example.com/verify"}
 

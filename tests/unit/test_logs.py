@@ -16,7 +16,8 @@ import pytest
 from app import logs
 from app.config import ApiSettings, LogFormat, LogSettings, Settings, WorkerSettings
 from kafka_events.store import MessageStore
-from tests.conftest import RunningApp, closed_port, make_settings, running_app
+from tests.helpers.service import RunningApp, make_settings, running_app
+from tests.helpers.waiting import closed_port
 
 VALID = {"email": "ada@example.com", "redirect_url": "https://app.example.com/verify"}
 

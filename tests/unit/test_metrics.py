@@ -31,8 +31,9 @@ from kafka_events.messages import OutgoingMessage
 from kafka_events.producer import ProducerState as PublisherState
 from kafka_events.store import SqlStore, StoredMessage
 from kafka_events.store.relay import Relay
-from tests.conftest import closed_port, make_settings, running_app
-from tests.unit.test_publisher import FakeProducer, make_publisher
+from tests.helpers.service import make_settings, running_app
+from tests.helpers.waiting import closed_port
+from tests.library.test_publisher import FakeProducer, make_publisher
 
 FAST_RETRY = {"retries": 5, "initial_retry_time_ms": 1, "max_retry_time_ms": 2}
 POLICY = PolicyName.REPLICATED.value

@@ -14,7 +14,8 @@ import pytest
 
 from app.config import RateLimitSettings, Settings
 from app.ratelimit import EmailRateLimiter, RateLimited, normalise_address
-from tests.conftest import RunningApp, closed_port, make_settings, running_app
+from tests.helpers.service import RunningApp, make_settings, running_app
+from tests.helpers.waiting import closed_port
 
 VALID = {"email": "ada@example.com", "redirect_url": "https://app.example.com/verify"}
 

@@ -48,8 +48,8 @@ from kafka_events.messages import OutgoingMessage
 from kafka_events.producer import KafkaPublisher
 from kafka_events.store import SqlStore, Status
 from kafka_events.store.relay import Relay
-from tests.conftest import repo_root
-from tests.unit.test_publisher import FakeProducer
+from tests.helpers.waiting import repo_root
+from tests.library.test_publisher import FakeProducer
 
 MESSAGE = OutgoingMessage(
     topic="t", value=b"{}", key=b"k", event_id="e-1", headers=(("event_id", b"e-1"),)

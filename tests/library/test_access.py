@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from app.config import KafkaSettings
 from kafka_events import ProducerConfig, SecurityConfig, SecurityProtocol, access
-from tests.conftest import closed_port
+from tests.helpers.waiting import closed_port
 
 PASSWORD = "pw-never-shown"
 SASL = SecurityConfig(

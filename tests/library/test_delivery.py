@@ -14,7 +14,7 @@ from kafka_events.delivery import DeliveryService
 from kafka_events.messages import OutgoingMessage
 from kafka_events.producer import KafkaPublisher
 from kafka_events.store import SqlStore, Status
-from tests.unit.test_store import message
+from tests.library.test_store import message
 
 
 class FakePublisher:

@@ -1,11 +1,14 @@
-"""An independent consumer for tests: read back exactly what the broker stored."""
+"""Kafka for tests: make a topic, and read back exactly what the broker stored with a
+consumer of its own."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
 
 
 async def read_at(
@@ -69,3 +72,29 @@ async def read_all(
         return records
     finally:
         await consumer.stop()
+
+
+async def create_topic(
+    bootstrap_servers: str,
+    name: str,
+    *,
+    partitions: int = 3,
+    replication_factor: int = 1,
+    config: Mapping[str, str] | None = None,
+) -> str:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(
+                    name,
+                    num_partitions=partitions,
+                    replication_factor=replication_factor,
+                    topic_configs=dict(config or {}),
+                )
+            ]
+        )
+    finally:
+        await admin.close()
+    return name

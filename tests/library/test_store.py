@@ -12,7 +12,7 @@ import pytest
 from kafka_events.messages import OutgoingMessage
 from kafka_events.receipts import DeliveryReceipt
 from kafka_events.store import Origin, SqlStore, Status
-from tests.conftest import repo_root
+from tests.helpers.waiting import repo_root
 
 
 def message(n: int = 0) -> OutgoingMessage:

@@ -80,7 +80,7 @@ async def test_a_failing_listener_is_isolated_from_its_siblings(
         dispatched.result_of(broken)
     with pytest.raises(BrokerUnavailable):
         dispatched.result_of(unpublished)
-    assert "listener tests.unit.test_event_bus.broken failed" in caplog.text
+    assert "listener tests.library.test_event_bus.broken failed" in caplog.text
 
 
 def test_a_raised_event_without_listener_fails_at_start() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import eventually, repo_root
+from tests.helpers.waiting import eventually, repo_root
 
 
 @asynccontextmanager

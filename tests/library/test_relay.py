@@ -18,8 +18,8 @@ from kafka_events.producer import KafkaPublisher
 from kafka_events.store import Origin, SqlStore, Status
 from kafka_events.store.lease import FileLease, Held
 from kafka_events.store.relay import Relay
-from tests.conftest import eventually
-from tests.unit.test_store import message, receipt
+from tests.helpers.waiting import eventually
+from tests.library.test_store import message, receipt
 
 
 class FakePublisher:

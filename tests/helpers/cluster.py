@@ -9,7 +9,7 @@ from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from devtools.kafka import KafkaCluster
-from tests.conftest import eventually
+from tests.helpers.waiting import eventually
 
 
 async def partition_layout(bootstrap: str, topic: str) -> dict[int, dict[str, Any]]:
