@@ -60,8 +60,6 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
-    Gauge,
-    Histogram,
     generate_latest,
     multiprocess,
     start_http_server,
@@ -70,14 +68,13 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 
 from kafka_events import Metrics
+from kafka_events.consumer import ConsumerMetrics
 
 MULTIPROCESS_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
 # An accepted request answers within its policy's deadline; 413/422/429 in well under 1 ms.
 _HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-# Handling a record includes sending an email over SMTP (with retries).
-_HANDLE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 @functools.cache
@@ -87,33 +84,19 @@ def kafka_metrics() -> Metrics:
     return Metrics(REGISTRY)
 
 
-WORKER_RECORDS = Counter(
-    "kafka_events_worker_records",
-    "Records the worker handled and committed, by outcome.",
-    ["topic", "outcome"],
-)
-WORKER_HANDLE_DURATION = Histogram(
-    "kafka_events_worker_handle_duration_seconds",
-    "Time to handle one record: parse, deduplicate, send the email (with retries), reply.",
-    ["topic"],
-    buckets=_HANDLE_BUCKETS,
-)
 WORKER_EMAIL_ATTEMPTS = Counter(
     "kafka_events_worker_email_attempts",
     "SMTP send attempts, by outcome.",
     ["outcome"],
 )
-WORKER_RETRIES = Counter(
-    "kafka_events_worker_retries",
-    "Records left uncommitted after a Kafka or database failure, to be handled again.",
-    ["topic"],
-)
-WORKER_LAG = Gauge(
-    "kafka_events_worker_lag",
-    "Records between the worker's position and the end of the partition.",
-    ["topic", "partition"],
-    multiprocess_mode="livesum",
-)
+
+
+@functools.cache
+def consumer_metrics() -> ConsumerMetrics:
+    """The worker's consumer runner's series of this process, in the default registry:
+    records by outcome, handling time, retries and lag (`kafka_events.consumer.metrics`)."""
+    return ConsumerMetrics(REGISTRY)
+
 
 # Created once: the library registers its metrics when these are made, and would skip
 # (not count) a second app of the same process if each app made its own.

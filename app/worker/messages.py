@@ -1,4 +1,6 @@
-"""What the worker reads and writes on Kafka, as pure functions (no I/O).
+"""What the worker reads and writes on Kafka, as pure functions (no I/O). The event and its
+parsing are the service's; the request-reply and dead-letter formats are the library's
+consumer's (`kafka_events.consumer.records`), named here for the worker's readers.
 
 In: a `verification_email.requested` record (see `app.verification.events`), with headers
 `event_id` and, when the API had one for the request, `correlation_id` (1-64 of
@@ -20,25 +22,44 @@ Out:
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
 
-from app import logs
-from kafka_events.messages import Headers, header
+from kafka_events.consumer.records import (
+    CORRELATION_ID,
+    REPLY_PARTITION,
+    REPLY_TOPIC,
+    InvalidReplyHeaders,
+    ReplyAddress,
+    dead_letter_headers,
+    event_id_of,
+    reply_address,
+    reply_headers,
+    reply_value,
+    shorten,
+)
 
-REPLY_TOPIC = "kafka_replyTopic"
-REPLY_PARTITION = "kafka_replyPartition"
-CORRELATION_ID = "kafka_correlationId"
-
-_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-_DETAIL_MAX = 300
+__all__ = [  # the request-reply and dead-letter formats are the library's consumer's
+    "CORRELATION_ID",
+    "REPLY_PARTITION",
+    "REPLY_TOPIC",
+    "InvalidReplyHeaders",
+    "PoisonMessage",
+    "ReplyAddress",
+    "ReplyStatus",
+    "VerificationEmailEvent",
+    "dead_letter_headers",
+    "event_id_of",
+    "parse_event",
+    "reply_address",
+    "reply_headers",
+    "reply_value",
+    "shorten",
+]
 
 
 class ReplyStatus(StrEnum):
@@ -98,107 +119,3 @@ def parse_event(value: bytes | None) -> VerificationEmailEvent:
             f"{'.'.join(str(part) for part in p['loc']) or 'value'}: {p['msg']}" for p in problems
         )
         raise PoisonMessage("InvalidEvent", shorten(detail)) from None
-
-
-def event_id_of(headers: Headers) -> str | None:
-    """The `event_id` header, for logging and replying about a record whose value is unreadable."""
-    raw = header(headers, "event_id")
-    if raw is None:
-        return None
-    text = raw.decode("utf-8", errors="replace")[:64]
-    return text or None
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyAddress:
-    topic: str
-    correlation_id: bytes
-    partition: int | None = None
-
-
-class InvalidReplyHeaders(ValueError):
-    """The record asks for a reply, but its reply headers are unusable (logged, no reply)."""
-
-
-def reply_address(headers: Headers) -> ReplyAddress | None:
-    """Where to answer this record, or None when it asks for no reply.
-
-    Raises:
-        InvalidReplyHeaders: a reply topic without a correlation id, a topic name Kafka refuses,
-            or a partition that is not a non-negative decimal number.
-    """
-    raw_topic = header(headers, REPLY_TOPIC)
-    if raw_topic is None:
-        return None
-    correlation_id = header(headers, CORRELATION_ID)
-    if correlation_id is None:
-        raise InvalidReplyHeaders(f"{REPLY_TOPIC} without {CORRELATION_ID}")
-    try:
-        topic = raw_topic.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidReplyHeaders(f"{REPLY_TOPIC} is not UTF-8") from None
-    if not _TOPIC.match(topic) or topic in {".", ".."}:
-        raise InvalidReplyHeaders(f"{REPLY_TOPIC} is not a Kafka topic name")
-    raw_partition = header(headers, REPLY_PARTITION)
-    partition = None
-    if raw_partition is not None:
-        if not re.fullmatch(rb"[0-9]{1,9}", raw_partition):
-            raise InvalidReplyHeaders(f"{REPLY_PARTITION} is not a decimal partition number")
-        partition = int(raw_partition)
-    return ReplyAddress(topic=topic, correlation_id=correlation_id, partition=partition)
-
-
-def reply_value(
-    *, event_id: str | None, status: ReplyStatus, detail: str | None, handled_at: datetime
-) -> bytes:
-    """The JSON value of a reply (`handled_at` must be timezone-aware; sent as UTC)."""
-    if handled_at.tzinfo is None:
-        raise ValueError("handled_at must be timezone-aware")
-    body = {
-        "event_id": event_id,
-        "status": status.value,
-        "detail": detail,
-        "handled_at": handled_at.astimezone(UTC).isoformat(),
-    }
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def reply_headers(
-    address: ReplyAddress, event_id: str | None, log_correlation_id: str | None = None
-) -> list[tuple[str, bytes]]:
-    """The requester's `kafka_correlationId`, the event id, and the logs' correlation id."""
-    headers = [(CORRELATION_ID, address.correlation_id)]
-    if event_id is not None:
-        headers.append(("event_id", event_id.encode()))
-    if log_correlation_id is not None:
-        headers.append((logs.KAFKA_CORRELATION_HEADER, log_correlation_id.encode()))
-    return headers
-
-
-def dead_letter_headers(
-    original: Headers,
-    *,
-    error_type: str,
-    error: str,
-    attempts: int,
-    topic: str,
-    partition: int,
-    offset: int,
-) -> list[tuple[str, bytes]]:
-    """The original headers, then the `dlq_*` ones (replacing those of an earlier dead letter)."""
-    added = {
-        "dlq_error_type": error_type,
-        "dlq_error": shorten(error),
-        "dlq_attempts": str(attempts),
-        "dlq_source_topic": topic,
-        "dlq_source_partition": str(partition),
-        "dlq_source_offset": str(offset),
-    }
-    kept = [(name, value) for name, value in original if name not in added]
-    return kept + [(name, value.encode()) for name, value in added.items()]
-
-
-def shorten(text: str, limit: int = _DETAIL_MAX) -> str:
-    """One line of at most `limit` characters."""
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 import operator
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
@@ -71,8 +71,9 @@ def lifespan(
 # -- dependencies ----------------------------------------------------------------------------
 
 
-def get_kafka_events(request: Request) -> KafkaEvents:
-    """The running `KafkaEvents` of this application.
+async def get_kafka_events(request: Request) -> KafkaEvents:
+    """The running `KafkaEvents` of this application (`async`: FastAPI runs a plain `def`
+    dependency in a worker thread, which costs more than the lookup).
 
     Raises:
         PublisherStateError: the application was not given `lifespan(kafka)`.
@@ -86,16 +87,16 @@ def get_kafka_events(request: Request) -> KafkaEvents:
     return found
 
 
-def get_store(request: Request) -> MessageStore:
+async def get_store(request: Request) -> MessageStore:
     """The message store of the running `KafkaEvents`."""
-    return get_kafka_events(request).store
+    return (await get_kafka_events(request)).store
 
 
-def publisher_of(policy: str) -> Callable[[Request], KafkaPublisher]:
+def publisher_of(policy: str) -> Callable[[Request], Awaitable[KafkaPublisher]]:
     """A dependency giving the publisher of `policy`, like NestJS's named clients."""
 
-    def get_publisher(request: Request) -> KafkaPublisher:
-        return get_kafka_events(request).publisher(policy)
+    async def get_publisher(request: Request) -> KafkaPublisher:
+        return (await get_kafka_events(request)).publisher(policy)
 
     return get_publisher
 

@@ -3,6 +3,7 @@ nothing of the host's state, and error handlers that answer only the library's e
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,8 +26,11 @@ from kafka_events.fastapi import (
     ERRORS,
     EventsDep,
     StoreDep,
+    get_kafka_events,
+    get_store,
     install_error_handlers,
     lifespan,
+    publisher_of,
     responses_for,
 )
 from kafka_events.testing import TestKafkaEvents
@@ -158,3 +162,11 @@ def test_the_documented_responses_come_from_the_same_table_as_the_handlers() -> 
         examples = entry["content"]["application/json"]["examples"]
         assert ERRORS[exc_type].kind in examples
     assert "Retry-After" in documented[503]["headers"]
+
+
+def test_the_dependencies_run_on_the_event_loop_not_in_a_worker_thread() -> None:
+    # FastAPI runs a plain `def` dependency through a thread pool: a cost on every request
+    assert all(
+        inspect.iscoroutinefunction(get)
+        for get in (get_kafka_events, get_store, publisher_of("pings"))
+    )

@@ -1,0 +1,30 @@
+"""The consumer side: a runner that hands each record of a topic to a handler, once
+(`runner`), the dedup table handlers check (`handled`), the request-reply and dead-letter
+record formats (`records`), and its metrics (`metrics`)."""
+
+from kafka_events.consumer.handled import HandledEvent, HandledEvents
+from kafka_events.consumer.metrics import ConsumerMetrics
+from kafka_events.consumer.runner import (
+    ConsumerConfig,
+    ConsumerRunner,
+    Handler,
+    Outcome,
+    Retry,
+    RunnerState,
+    Stopping,
+    Tools,
+)
+
+__all__ = [
+    "ConsumerConfig",
+    "ConsumerMetrics",
+    "ConsumerRunner",
+    "HandledEvent",
+    "HandledEvents",
+    "Handler",
+    "Outcome",
+    "Retry",
+    "RunnerState",
+    "Stopping",
+    "Tools",
+]

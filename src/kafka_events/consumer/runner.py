@@ -1,0 +1,528 @@
+"""The consumer runner: a consumer-group member that hands each record to a handler, once.
+
+Lifecycle::
+
+    NEW --start()--> RUNNING --stop()--> STOPPING --> STOPPED
+
+One record at a time, in partition order; each record's offset is committed before the next
+record is read (offsets are committed by hand, never automatically):
+
+1. The handler gets the record and a `Tools` (a stop-aware `sleep`, a bounded `database`
+   step, the dedup table) and returns an `Outcome`: its status, and whether the record goes to
+   the dead-letter topic (`dead_letter=True`, with the error's type and detail).
+2. A dead letter is produced, acknowledged by every in-sync replica (acks=all, idempotent
+   producer), before the commit.
+3. If the record asked for a reply (`kafka_replyTopic`, `kafka_correlationId`), the reply is
+   produced, once, within `produce_timeout_ms`; if that fails it is logged as lost and the
+   record is committed anyway: the requester's own timeout covers it, and one unusable reply
+   topic does not hold up every record behind it.
+4. The offset is committed.
+
+If Kafka or the database fails during a record (the handler raises `Retry`, or producing the
+dead letter fails), the record is not committed: the runner seeks back to it and tries again
+after a capped exponential backoff with jitter. `stop()` lets the record in hand finish (a
+`Tools.sleep` between attempts ends at once: the record is then left uncommitted and handled
+again by the next owner), commits, leaves the group and closes everything. Every wait is
+bounded: start-up (`start_timeout_ms`), each produce, commit and database step, and shutdown.
+
+Guarantees: at least once; the handler deduplicates on the event id (`Tools.handled`).
+
+While a record is handled, its `event_id` and `correlation_id` headers are bound for logging
+(`kafka_events.context`), and with a tracer it is handled in a CONSUMER span, a child of the
+producer's span whose context the record carries (`kafka_events.tracing`); the reply carries
+the context on.
+
+`Any` from the untyped aiokafka stays in this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
+from aiokafka.errors import (  # type: ignore[import-untyped]
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+)
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import SQLAlchemyError
+
+from kafka_events import access, context, options
+from kafka_events import tracing as kafka_tracing
+from kafka_events.config import KafkaConfig, PositiveMs, TopicName
+from kafka_events.consumer import records
+from kafka_events.consumer.handled import HandledEvents
+from kafka_events.consumer.metrics import ConsumerMetrics
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+# How long one poll waits for records before looking again (stop() interrupts it at once).
+_POLL_MS = 1000
+
+
+class ConsumerConfig(BaseModel):
+    """One consumer group's reading of one topic."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    topic: TopicName
+    group_id: str = Field(min_length=1)
+    client_id: str = Field(default="kafka-events-consumer", min_length=1)
+    # None: the handler's failures are not dead-lettered (an Outcome asking for it is refused)
+    dead_letter_topic: TopicName | None = None
+    backoff_initial_ms: PositiveMs = 500
+    backoff_max_ms: PositiveMs = 10000
+    start_timeout_ms: PositiveMs = 30000
+    produce_timeout_ms: PositiveMs = 10000
+    commit_timeout_ms: PositiveMs = 10000
+    shutdown_timeout_ms: PositiveMs = 30000
+    max_poll_interval_ms: PositiveMs = 300000
+
+
+class RunnerState(StrEnum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class Retry(Exception):
+    """Kafka or the database failed while a record was handled: it is handled again later."""
+
+
+class Stopping(Exception):
+    """`stop()` was called during a pause between attempts: the record is left uncommitted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one record: `status` (counted and replied), and whether it goes to the
+    dead-letter topic, with why (`error_type`, `detail`) after how many `attempts`."""
+
+    status: str
+    event_id: str | None
+    attempts: int = 0
+    error_type: str | None = None
+    detail: str | None = None
+    dead_letter: bool = False
+
+
+class Tools:
+    """What a handler may use while it handles a record."""
+
+    def __init__(self, runner: ConsumerRunner) -> None:
+        self._runner = runner
+        self.handled = runner.handled
+
+    @property
+    def tracer(self) -> Tracer | None:
+        """The runner's tracer (None: tracing off), for the handler's own spans."""
+        return self._runner.tracer
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait, unless the runner is stopped meanwhile.
+
+        Raises:
+            Stopping: `stop()` was called; leave the record (it is handled again later).
+        """
+        stopping = self._runner.stopping
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await stopping.wait()
+        if stopping.is_set():
+            raise Stopping
+
+    async def database(self, step: Awaitable[_T]) -> _T:
+        """`step`, within `commit_timeout_ms`.
+
+        Raises:
+            Retry: the database failed or was too slow.
+        """
+        try:
+            async with asyncio.timeout(self._runner.config.commit_timeout_ms / 1000):
+                return await step
+        except (SQLAlchemyError, OSError) as error:  # TimeoutError is an OSError
+            raise Retry(f"database: {error!r}") from error
+
+
+class Handler(Protocol):
+    async def __call__(self, record: Any, tools: Tools) -> Outcome: ...
+
+
+class ConsumerRunner:
+    """Reads `config.topic` as a member of `config.group_id` and hands each record to `handler`.
+
+    `handled` (a `HandledEvents` table, opened and closed with the runner) is there for the
+    handler to deduplicate on. `start()`, then `stop()`; `wait()` for the loop to end.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaConfig,
+        config: ConsumerConfig,
+        handler: Handler,
+        *,
+        handled: HandledEvents | None = None,
+        metrics: ConsumerMetrics | None = None,
+        tracer: Tracer | None = None,
+        before_start: Callable[[], Awaitable[None]] | None = None,
+        after_stop: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._kafka = kafka
+        self.config = config
+        self._handler = handler
+        self.handled = handled
+        self._metrics = metrics or ConsumerMetrics(None)
+        self.tracer = tracer
+        self._before_start = before_start
+        self._after_stop = after_stop
+        self._consumer: Any = None
+        self._producer: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self.stopping = asyncio.Event()
+        self._state = RunnerState.NEW
+        self._failures = 0
+        self._lag_labels: set[Any] = set()  # partitions with a lag series
+        self._tools = Tools(self)
+
+    @property
+    def state(self) -> RunnerState:
+        return self._state
+
+    async def start(self) -> None:
+        """Open the dedup table, connect to Kafka and join the group, within `start_timeout_ms`.
+
+        Raises:
+            AccessRefused: Kafka refused the consumer (credentials, TLS trust, ACLs).
+            TimeoutError, KafkaError, SQLAlchemyError, OSError: it could not start; whatever
+                was opened is closed again.
+        """
+        if self._state is not RunnerState.NEW:
+            raise RuntimeError(f"a consumer runner starts once (it is {self._state.value})")
+        config, kafka = self.config, self._kafka
+        client = options.client_options(kafka)
+        try:
+            if self._before_start is not None:
+                await self._before_start()
+            async with asyncio.timeout(config.start_timeout_ms / 1000):
+                if self.handled is not None:
+                    await self.handled.open()
+                # tells a refusal from an outage, which aiokafka's start cannot
+                await access.check(kafka, client_id=config.client_id)
+                self._producer = AIOKafkaProducer(
+                    **client,
+                    client_id=f"{config.client_id}-producer",
+                    acks="all",
+                    enable_idempotence=True,
+                    request_timeout_ms=config.produce_timeout_ms,
+                )
+                await self._producer.start()
+                self._consumer = AIOKafkaConsumer(
+                    config.topic,
+                    **client,
+                    client_id=config.client_id,
+                    group_id=config.group_id,
+                    enable_auto_commit=False,
+                    # a new group starts at the oldest record: nothing written before the
+                    # first deployment of the consumer is skipped
+                    auto_offset_reset="earliest",
+                    # outbox and transactional policies write in transactions
+                    isolation_level="read_committed",
+                    max_poll_interval_ms=config.max_poll_interval_ms,
+                )
+                await self._consumer.start()
+        except BaseException as error:
+            await self._close()
+            self._state = RunnerState.STOPPED
+            if isinstance(error, KafkaError) and (refused := access.refusal(error, kafka.security)):
+                raise refused from None
+            raise
+        self._state = RunnerState.RUNNING
+        self._task = asyncio.create_task(self._run(), name=f"kafka-consumer-{config.topic}")
+        self._task.add_done_callback(_log_failure)
+
+    async def wait(self) -> None:
+        """Until the loop ends: after `stop()`, or on an unexpected error (raised)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def stop(self) -> None:
+        """Finish the record in hand, commit, leave the group, close everything; bounded."""
+        if self._state in (RunnerState.STOPPING, RunnerState.STOPPED):
+            return
+        self._state = RunnerState.STOPPING
+        self.stopping.set()
+        task, self._task = self._task, None
+        if task is not None:
+            done, _ = await asyncio.wait({task}, timeout=self.config.shutdown_timeout_ms / 1000)
+            if not done:
+                logger.warning(
+                    "the record in hand did not finish within %d ms: left uncommitted",
+                    self.config.shutdown_timeout_ms,
+                )
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._close()
+        self._state = RunnerState.STOPPED
+
+    async def _close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        producer, self._producer = self._producer, None
+        config = self.config
+        if consumer is not None:
+            # leaves the group, so its partitions move to another member at once
+            await _bounded(consumer.stop(), "the consumer", config.commit_timeout_ms)
+        if producer is not None:
+            await _bounded(producer.stop(), "the producer", config.produce_timeout_ms)
+        if self.handled is not None:
+            await _bounded(self.handled.close(), "the database", config.commit_timeout_ms)
+        if self._after_stop is not None:
+            await self._after_stop()
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                batch = await self._poll()
+            except KafkaError as error:
+                logger.warning("polling failed: %r", error)
+                await self._pause_after_failure()
+                continue
+            for record in batch:
+                if self.stopping.is_set():
+                    break
+                headers = list(record.headers or ())
+                with context.bound(
+                    event_id=records.event_id_of(headers),
+                    correlation_id=context.correlation_id_in(headers),
+                ):
+                    if not await self._process(record):
+                        break
+            await self._measure_lag()
+
+    async def _poll(self) -> list[Any]:
+        """The next record(s), or none when stop() is called while waiting."""
+        poll = asyncio.ensure_future(self._consumer.getmany(timeout_ms=_POLL_MS, max_records=1))
+        stopping = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({poll, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not poll.done():
+                poll.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poll
+        if poll.cancelled():
+            return []
+        batches: dict[Any, list[Any]] = poll.result()
+        return [record for batch in batches.values() for record in batch]
+
+    async def _process(self, record: Any) -> bool:
+        """Handle and commit one record; False if it must be read again (not committed)."""
+        tp = TopicPartition(record.topic, record.partition)
+        started = time.perf_counter()
+        try:
+            with kafka_tracing.processing(self.tracer, record, group=self.config.group_id) as span:
+                outcome = await self._handle(record)
+                if outcome.dead_letter and outcome.error_type is not None:
+                    kafka_tracing.failed(span, outcome.error_type)
+        except Stopping:
+            self._seek_back(tp, record.offset)
+            return False
+        except Retry as error:
+            logger.warning(
+                "event %s (%s[%d]@%d): %s; handled again after a pause",
+                records.event_id_of(list(record.headers or ())),
+                record.topic,
+                record.partition,
+                record.offset,
+                error,
+            )
+            self._metrics.retries.labels(record.topic).inc()
+            self._seek_back(tp, record.offset)
+            await self._pause_after_failure()
+            return False
+        self._failures = 0
+        self._metrics.handle_duration.labels(record.topic).observe(time.perf_counter() - started)
+        await self._commit(tp, record.offset + 1, outcome)
+        self._metrics.records.labels(record.topic, outcome.status).inc()
+        return True
+
+    async def _handle(self, record: Any) -> Outcome:
+        headers: list[tuple[str, bytes]] = list(record.headers or ())
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
+        try:
+            address = records.reply_address(headers)
+        except records.InvalidReplyHeaders as error:
+            logger.warning("%s: no reply: %s", where, error)
+            address = None
+        outcome = await self._handler(record, self._tools)
+        if outcome.dead_letter:
+            await self._dead_letter(record, headers, outcome)
+        await self._reply(address, outcome)
+        return outcome
+
+    async def _measure_lag(self) -> None:
+        """Set the lag of every assigned partition whose end is known (from its last fetch)."""
+        assigned = self._consumer.assignment()
+        for tp in self._lag_labels - assigned:  # moved to another member
+            with contextlib.suppress(KeyError):
+                self._metrics.lag.remove(tp.topic, str(tp.partition))
+        self._lag_labels &= assigned
+        for tp in assigned:
+            with contextlib.suppress(IllegalStateError, AssertionError, TimeoutError):
+                end = self._consumer.highwater(tp)
+                if end is None:
+                    continue
+                # known after the first fetch, so this does not wait on the broker
+                async with asyncio.timeout(_POLL_MS / 1000):
+                    position = await self._consumer.position(tp)
+                self._metrics.lag.labels(tp.topic, str(tp.partition)).set(max(end - position, 0))
+                self._lag_labels.add(tp)
+
+    def _seek_back(self, tp: Any, offset: int) -> None:
+        # no longer ours (IllegalStateError): its new owner reads it from the last commit
+        with contextlib.suppress(IllegalStateError):
+            self._consumer.seek(tp, offset)
+
+    async def _pause_after_failure(self) -> None:
+        self._failures += 1
+        exponent = min(self._failures - 1, 20)
+        delay_ms = min(self.config.backoff_initial_ms * 2**exponent, self.config.backoff_max_ms)
+        delay_s = delay_ms / 1000 * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay_s):
+                await self.stopping.wait()
+
+    async def _commit(self, tp: Any, offset: int, outcome: Outcome) -> None:
+        try:
+            async with asyncio.timeout(self.config.commit_timeout_ms / 1000):
+                await self._consumer.commit({tp: offset})
+        except (CommitFailedError, IllegalStateError) as error:
+            logger.warning(
+                "event %s: not committed, the partition moved to another member (%s); it "
+                "may handle the record again (deduplicated)",
+                outcome.event_id,
+                type(error).__name__,
+            )
+        except (KafkaError, TimeoutError) as error:
+            logger.warning(
+                "event %s: commit of %s@%d failed (%r); a later commit covers it",
+                outcome.event_id,
+                tp,
+                offset,
+                error,
+            )
+
+    # --- producing -----------------------------------------------------------------------------
+
+    async def _produce(
+        self,
+        topic: str,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]],
+        partition: int | None = None,
+    ) -> None:
+        """Produce one record and wait for every in-sync replica, within `produce_timeout_ms`.
+
+        Raises:
+            Retry: not acknowledged in time (it may still be written).
+        """
+        try:
+            async with asyncio.timeout(self.config.produce_timeout_ms / 1000):
+                await self._producer.send_and_wait(
+                    topic, value=value, key=key, headers=headers, partition=partition
+                )
+        except (KafkaError, TimeoutError) as error:
+            raise Retry(f"producing to {topic}: {error!r}") from error
+
+    async def _dead_letter(
+        self, record: Any, headers: list[tuple[str, bytes]], outcome: Outcome
+    ) -> None:
+        topic = self.config.dead_letter_topic
+        if topic is None:
+            raise RuntimeError("the handler asked for a dead letter, but no topic is configured")
+        await self._produce(
+            topic,
+            key=record.key,
+            value=record.value,
+            headers=records.dead_letter_headers(
+                headers,
+                error_type=outcome.error_type or "HandlerFailed",
+                error=outcome.detail or "",
+                attempts=outcome.attempts,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            ),
+        )
+
+    async def _reply(self, address: records.ReplyAddress | None, outcome: Outcome) -> None:
+        if address is None:
+            return
+        value = records.reply_value(
+            event_id=outcome.event_id,
+            status=outcome.status,
+            detail=outcome.error_type,
+            handled_at=datetime.now(UTC),
+        )
+        try:
+            if address.partition is not None:
+                async with asyncio.timeout(self.config.produce_timeout_ms / 1000):
+                    partitions = await self._producer.partitions_for(address.topic)
+                if address.partition not in partitions:
+                    # aiokafka would fail an assertion; a requester's mistake must not stop us
+                    logger.warning(
+                        "event %s: no reply: %s has no partition %d",
+                        outcome.event_id,
+                        address.topic,
+                        address.partition,
+                    )
+                    return
+            with kafka_tracing.producing(
+                self.tracer, address.topic, message_id=outcome.event_id
+            ) as span:
+                headers = records.reply_headers(
+                    address, outcome.event_id, context.correlation_id.get()
+                )
+                await self._produce(
+                    address.topic,
+                    key=address.correlation_id,
+                    value=value,
+                    headers=list(kafka_tracing.with_context(headers, span)),
+                    partition=address.partition,
+                )
+        except (Retry, KafkaError, TimeoutError) as error:
+            logger.error("event %s: reply to %s lost: %s", outcome.event_id, address.topic, error)
+
+
+async def _bounded(step: Awaitable[None], what: str, timeout_ms: int) -> None:
+    try:
+        async with asyncio.timeout(timeout_ms / 1000):
+            await step
+    except (TimeoutError, KafkaError, SQLAlchemyError, OSError) as error:
+        logger.warning("closing %s failed: %r", what, error)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        logger.error("the consumer loop failed", exc_info=error)
