@@ -3,10 +3,8 @@
 record formats (`records`), and its metrics (`metrics`)."""
 
 from kafka_events.consumer.handled import HandledEvent, HandledEvents
-from kafka_events.consumer.metrics import ConsumerMetrics
-from kafka_events.consumer.runner import (
+from kafka_events.consumer.handling import (
     ConsumerConfig,
-    ConsumerRunner,
     Handler,
     Outcome,
     Retry,
@@ -14,6 +12,8 @@ from kafka_events.consumer.runner import (
     Stopping,
     Tools,
 )
+from kafka_events.consumer.metrics import ConsumerMetrics
+from kafka_events.consumer.runner import ConsumerRunner
 
 __all__ = [
     "ConsumerConfig",

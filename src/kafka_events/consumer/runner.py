@@ -43,10 +43,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
 from aiokafka.errors import (  # type: ignore[import-untyped]
@@ -54,14 +51,23 @@ from aiokafka.errors import (  # type: ignore[import-untyped]
     IllegalStateError,
     KafkaError,
 )
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from kafka_events import access, context, options
 from kafka_events import tracing as kafka_tracing
-from kafka_events.config import KafkaConfig, PositiveMs, TopicName
+from kafka_events.config import KafkaConfig
 from kafka_events.consumer import records
+from kafka_events.consumer.answers import Answers
 from kafka_events.consumer.handled import HandledEvents
+from kafka_events.consumer.handling import (
+    ConsumerConfig,
+    Handler,
+    Outcome,
+    Retry,
+    RunnerState,
+    Stopping,
+    Tools,
+)
 from kafka_events.consumer.metrics import ConsumerMetrics
 
 if TYPE_CHECKING:
@@ -73,95 +79,6 @@ _T = TypeVar("_T")
 
 # How long one poll waits for records before looking again (stop() interrupts it at once).
 _POLL_MS = 1000
-
-
-class ConsumerConfig(BaseModel):
-    """One consumer group's reading of one topic."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    topic: TopicName
-    group_id: str = Field(min_length=1)
-    client_id: str = Field(default="kafka-events-consumer", min_length=1)
-    # None: the handler's failures are not dead-lettered (an Outcome asking for it is refused)
-    dead_letter_topic: TopicName | None = None
-    backoff_initial_ms: PositiveMs = 500
-    backoff_max_ms: PositiveMs = 10000
-    start_timeout_ms: PositiveMs = 30000
-    produce_timeout_ms: PositiveMs = 10000
-    commit_timeout_ms: PositiveMs = 10000
-    shutdown_timeout_ms: PositiveMs = 30000
-    max_poll_interval_ms: PositiveMs = 300000
-
-
-class RunnerState(StrEnum):
-    NEW = "new"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-
-
-class Retry(Exception):
-    """Kafka or the database failed while a record was handled: it is handled again later."""
-
-
-class Stopping(Exception):
-    """`stop()` was called during a pause between attempts: the record is left uncommitted."""
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What became of one record: `status` (counted and replied), and whether it goes to the
-    dead-letter topic, with why (`error_type`, `detail`) after how many `attempts`."""
-
-    status: str
-    event_id: str | None
-    attempts: int = 0
-    error_type: str | None = None
-    detail: str | None = None
-    dead_letter: bool = False
-
-
-class Tools:
-    """What a handler may use while it handles a record."""
-
-    def __init__(self, runner: ConsumerRunner) -> None:
-        self._runner = runner
-        self.handled = runner.handled
-
-    @property
-    def tracer(self) -> Tracer | None:
-        """The runner's tracer (None: tracing off), for the handler's own spans."""
-        return self._runner.tracer
-
-    async def sleep(self, seconds: float) -> None:
-        """Wait, unless the runner is stopped meanwhile.
-
-        Raises:
-            Stopping: `stop()` was called; leave the record (it is handled again later).
-        """
-        stopping = self._runner.stopping
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await stopping.wait()
-        if stopping.is_set():
-            raise Stopping
-
-    async def database(self, step: Awaitable[_T]) -> _T:
-        """`step`, within `commit_timeout_ms`.
-
-        Raises:
-            Retry: the database failed or was too slow.
-        """
-        try:
-            async with asyncio.timeout(self._runner.config.commit_timeout_ms / 1000):
-                return await step
-        except (SQLAlchemyError, OSError) as error:  # TimeoutError is an OSError
-            raise Retry(f"database: {error!r}") from error
-
-
-class Handler(Protocol):
-    async def __call__(self, record: Any, tools: Tools) -> Outcome: ...
 
 
 class ConsumerRunner:
@@ -198,7 +115,8 @@ class ConsumerRunner:
         self._state = RunnerState.NEW
         self._failures = 0
         self._lag_labels: set[Any] = set()  # partitions with a lag series
-        self._tools = Tools(self)
+        self._tools = Tools(config, self.stopping, handled, lambda: self.tracer)
+        self._answers: Answers | None = None
 
     @property
     def state(self) -> RunnerState:
@@ -232,6 +150,7 @@ class ConsumerRunner:
                     request_timeout_ms=config.produce_timeout_ms,
                 )
                 await self._producer.start()
+                self._answers = Answers(self._producer, config, lambda: self.tracer)
                 self._consumer = AIOKafkaConsumer(
                     config.topic,
                     **client,
@@ -374,9 +293,10 @@ class ConsumerRunner:
             logger.warning("%s: no reply: %s", where, error)
             address = None
         outcome = await self._handler(record, self._tools)
+        assert self._answers is not None
         if outcome.dead_letter:
-            await self._dead_letter(record, headers, outcome)
-        await self._reply(address, outcome)
+            await self._answers.dead_letter(record, headers, outcome)
+        await self._answers.reply(address, outcome)
         return outcome
 
     async def _measure_lag(self) -> None:
@@ -430,89 +350,6 @@ class ConsumerRunner:
                 offset,
                 error,
             )
-
-    # --- producing -----------------------------------------------------------------------------
-
-    async def _produce(
-        self,
-        topic: str,
-        *,
-        key: bytes | None,
-        value: bytes | None,
-        headers: list[tuple[str, bytes]],
-        partition: int | None = None,
-    ) -> None:
-        """Produce one record and wait for every in-sync replica, within `produce_timeout_ms`.
-
-        Raises:
-            Retry: not acknowledged in time (it may still be written).
-        """
-        try:
-            async with asyncio.timeout(self.config.produce_timeout_ms / 1000):
-                await self._producer.send_and_wait(
-                    topic, value=value, key=key, headers=headers, partition=partition
-                )
-        except (KafkaError, TimeoutError) as error:
-            raise Retry(f"producing to {topic}: {error!r}") from error
-
-    async def _dead_letter(
-        self, record: Any, headers: list[tuple[str, bytes]], outcome: Outcome
-    ) -> None:
-        topic = self.config.dead_letter_topic
-        if topic is None:
-            raise RuntimeError("the handler asked for a dead letter, but no topic is configured")
-        await self._produce(
-            topic,
-            key=record.key,
-            value=record.value,
-            headers=records.dead_letter_headers(
-                headers,
-                error_type=outcome.error_type or "HandlerFailed",
-                error=outcome.detail or "",
-                attempts=outcome.attempts,
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-            ),
-        )
-
-    async def _reply(self, address: records.ReplyAddress | None, outcome: Outcome) -> None:
-        if address is None:
-            return
-        value = records.reply_value(
-            event_id=outcome.event_id,
-            status=outcome.status,
-            detail=outcome.error_type,
-            handled_at=datetime.now(UTC),
-        )
-        try:
-            if address.partition is not None:
-                async with asyncio.timeout(self.config.produce_timeout_ms / 1000):
-                    partitions = await self._producer.partitions_for(address.topic)
-                if address.partition not in partitions:
-                    # aiokafka would fail an assertion; a requester's mistake must not stop us
-                    logger.warning(
-                        "event %s: no reply: %s has no partition %d",
-                        outcome.event_id,
-                        address.topic,
-                        address.partition,
-                    )
-                    return
-            with kafka_tracing.producing(
-                self.tracer, address.topic, message_id=outcome.event_id
-            ) as span:
-                headers = records.reply_headers(
-                    address, outcome.event_id, context.correlation_id.get()
-                )
-                await self._produce(
-                    address.topic,
-                    key=address.correlation_id,
-                    value=value,
-                    headers=list(kafka_tracing.with_context(headers, span)),
-                    partition=address.partition,
-                )
-        except (Retry, KafkaError, TimeoutError) as error:
-            logger.error("event %s: reply to %s lost: %s", outcome.event_id, address.topic, error)
 
 
 async def _bounded(step: Awaitable[None], what: str, timeout_ms: int) -> None:
