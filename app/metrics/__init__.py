@@ -1,44 +1,18 @@
 """Prometheus metrics of the API and the worker (prometheus-client).
 
 The library's series (`kafka_events.metrics`) are made once per process in prometheus-client's
-default registry (`kafka_metrics()`), and the worker's are module-level there too: every
+default registry (`kafka_metrics()`, `consumer_metrics()`), beside the service's own: every
 publisher, relay and worker of a process adds to the same series, and several uvicorn
 worker processes are summed by its multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, set by
 `python -m app` when `API__WORKERS` > 1). Nothing here connects or listens at import time.
 
-Publishing (labels: `topic`, `policy`; `outcome` is `delivered`, `unconfirmed` for acks=0, or
-the error kind of `kafka_events.errors`: `delivery_timeout`, `broker_unavailable`,
-`publish_rejected`, `record_too_large`, `unencodable_event`):
+The library documents its series where it makes them: publishing, the store and the relay
+(`kafka_events.metrics`: `kafka_events_publish_*`, `kafka_events_producer_*`,
+`kafka_events_recorded_total`, `kafka_events_replayed_total`, `kafka_events_store_messages`...)
+and the consumer runner (`kafka_events.consumer.metrics`: `kafka_events_worker_records_total`,
+`..._handle_duration_seconds`, `..._retries_total`, `..._lag`). The service adds:
 
-    kafka_events_publish_total{topic,policy,outcome}       publishes that ended, by outcome
-    kafka_events_publish_duration_seconds{topic,policy}    time to the broker's acknowledgement
-    kafka_events_publish_retries_total{topic,policy,cause} retried attempts, by Kafka error
-    kafka_events_publish_in_flight{policy}                 publishes started, not yet ended
-    kafka_events_producer_awaiting_ack{policy}             records in the producer's buffer
-                                                           or on the wire, not acknowledged
-    kafka_events_producer_ready{policy}                    1 when connected, 0 otherwise
-
-Failure store and replay (`origin`: `failed` or `outbox`):
-
-    kafka_events_recorded_total{topic,policy,origin}       messages kept in the store
-    kafka_events_record_failures_total{topic,policy}       publish failed and the store could
-                                                           not keep it: the caller got a 503
-                                                           without a record id
-    kafka_events_replayed_total{topic,policy,outcome}      relay publishes: delivered, failed,
-                                                           abandoned
-    kafka_events_acknowledged_late_total{policy}           records acknowledged after their
-                                                           deadline (not replayed)
-    kafka_events_store_messages{status}                    records pending replay / abandoned,
-                                                           counted when /metrics is scraped
-
-Worker (`outcome`: `sent`, `duplicate`, `failed` = dead-lettered):
-
-    kafka_events_worker_records_total{topic,outcome}       records handled and committed
-    kafka_events_worker_handle_duration_seconds{topic}     from read to handled (email sent)
     kafka_events_worker_email_attempts_total{outcome}      SMTP attempts: sent, failed
-    kafka_events_worker_retries_total{topic}               records handled again after a Kafka
-                                                           or database failure
-    kafka_events_worker_lag{topic,partition}               records behind the partition's end
 
 HTTP requests are counted by prometheus-fastapi-instrumentator (`http_requests_total`,
 `http_request_duration_seconds`...), by route template and exact status code.

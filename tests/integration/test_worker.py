@@ -35,9 +35,9 @@ from prometheus_client import REGISTRY
 from app.config import Settings, SmtpBackend, SmtpSettings, WorkerSettings
 from app.verification.events import VerificationEmailRequested
 from app.worker.consumer import VerificationEmailWorker, WorkerState
-from app.worker.handled import HandledEvents
 from app.worker.mailer import SUBJECT, SendError, SmtpMailer
 from devtools.kafka import KafkaCluster
+from kafka_events.consumer import HandledEvents
 from tests.helpers.kafka import create_topic, read_all, read_at
 from tests.helpers.service import make_settings
 from tests.helpers.service import running_app as running_api

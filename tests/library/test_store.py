@@ -153,7 +153,7 @@ async def test_several_processes_can_create_the_same_new_database_at_once(tmp_pa
     script = (
         "import asyncio, sys\n"
         "from kafka_events.store import SqlStore\n"
-        "from app.worker.handled import HandledEvents\n"
+        "from kafka_events.consumer import HandledEvents\n"
         "async def main() -> None:\n"
         "    for store in (SqlStore(sys.argv[1]), HandledEvents(sys.argv[1])):\n"
         "        await store.open()\n"
