@@ -79,6 +79,7 @@ class _Client:
 class FakeProducer:
     """Just enough of `AIOKafkaProducer`, in memory; its behaviour is set by its fields.
 
+    `before_send` sees each record handed over and may return an error to raise for it;
     `send_errors` are raised by successive sends (then sends succeed); `send_error` by all;
     `ack_error` fails every acknowledgement; `never_ack` leaves them pending. `sent` has the
     (topic, value) of every record handed over; acknowledged records are appended to
@@ -94,8 +95,8 @@ class FakeProducer:
     never_ack: bool = False
     partitions: int = 3
     published: list[OutgoingMessage] = field(default_factory=list)
-    # asked before each send: an error to raise, or None
-    failing: Callable[[], BaseException | None] | None = None
+    # asked before each send, with the record handed over: an error to raise, or None
+    before_send: Callable[[OutgoingMessage], BaseException | None] | None = None
     sends: int = 0
     sent: list[tuple[str, bytes]] = field(default_factory=list)
     started: bool = False
@@ -133,8 +134,16 @@ class FakeProducer:
         """As aiokafka's: `key`, `headers` and `partition` are read from `options`."""
         key: bytes | None = options.get("key")
         partition: int | None = options.get("partition")
+        headers = list(options.get("headers") or [])
+        record = OutgoingMessage(
+            topic=topic,
+            value=value or b"",
+            key=key,
+            headers=tuple(headers),
+            event_id=next((v.decode() for k, v in headers if k == "event_id"), ""),
+        )
         self.sends += 1
-        if self.failing is not None and (error := self.failing()) is not None:
+        if self.before_send is not None and (error := self.before_send(record)) is not None:
             raise error
         if self.send_errors:
             raise self.send_errors.pop(0)
@@ -149,17 +158,7 @@ class FakeProducer:
             chosen = partition if partition is not None else self._partition(key)
             offset = self._offsets.get((topic, chosen), 0)
             self._offsets[topic, chosen] = offset + 1
-            headers = list(options.get("headers") or [])
-            event_id = next((v.decode() for k, v in headers if k == "event_id"), "")
-            self.published.append(
-                OutgoingMessage(
-                    topic=topic,
-                    value=value or b"",
-                    key=key,
-                    headers=tuple(headers),
-                    event_id=event_id,
-                )
-            )
+            self.published.append(record)
             future.set_result(
                 self.ack
                 if self.ack is not None
@@ -183,7 +182,7 @@ class TestKafkaEvents:
         self._saved: list[tuple[str, Any]] = []
 
     def _factory(self) -> FakeProducer:
-        return FakeProducer(published=self.published, failing=lambda: self._failing)
+        return FakeProducer(published=self.published, before_send=lambda _: self._failing)
 
     def __enter__(self) -> Self:
         if self._kafka.state is State.RUNNING:

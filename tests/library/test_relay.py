@@ -1,45 +1,63 @@
 """The relay's rules (order, stop at the first failure, abandon), on a real SQLite store.
 
-The publishers are fakes: what is tested is the relay's bookkeeping; publishing to a real
-broker is in tests/integration/test_failures.py.
+The publishers are real, over the shipped in-memory producer: what is tested is the relay's
+bookkeeping; publishing to a real broker is in tests/integration/test_failures.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
+
+from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError  # type: ignore[import-untyped]
 
 from app import logs
 from app.config import PolicyName, ReplaySettings
-from kafka_events import errors
+from kafka_events import KafkaConfig, Policy, Retry, errors
 from kafka_events.messages import OutgoingMessage
 from kafka_events.producer import KafkaPublisher
 from kafka_events.store import Origin, SqlStore, Status
 from kafka_events.store.lease import FileLease, Held
 from kafka_events.store.relay import Relay
+from kafka_events.testing import FakeProducer
 from tests.helpers.waiting import eventually
 from tests.library.test_store import message, receipt
 
 
-class FakePublisher:
+class Broker:
+    """Publishers over in-memory producers that fail the records named in `outcomes` with the
+    Kafka error given, and note each attempt's event id and the log ids bound meanwhile."""
+
     def __init__(self, outcomes: dict[str, Exception | None]) -> None:
         self.outcomes = outcomes
         self.published: list[str] = []
         self.log_ids: list[tuple[str | None, str | None]] = []  # bound while publishing
 
-    async def publish(self, msg: OutgoingMessage) -> Any:
-        self.published.append(msg.event_id)
+    def _before_send(self, record: OutgoingMessage) -> BaseException | None:
+        self.published.append(record.event_id)
         self.log_ids.append((logs.event_id.get(), logs.correlation_id.get()))
-        error = self.outcomes.get(msg.event_id)
-        if error is not None:
-            raise error
-        return receipt(msg.event_id)
+        return self.outcomes.get(record.event_id)
+
+    async def publishers(self) -> dict[str, KafkaPublisher]:
+        """One started publisher per policy name (no retries: a failure is the relay's)."""
+        publishers = {
+            p.value: KafkaPublisher(
+                KafkaConfig(),
+                Policy(retry=Retry(retries=0)),
+                name=p.value,
+                producer_factory=lambda: FakeProducer(before_send=self._before_send),
+            )
+            for p in PolicyName
+        }
+        for publisher in publishers.values():
+            await publisher.start()
+        return publishers
 
 
-def relay_for(store: SqlStore, publisher: FakePublisher, max_attempts: int = 3) -> Relay:
-    publishers = {p.value: cast(KafkaPublisher, publisher) for p in PolicyName}
-    return Relay(store, publishers, ReplaySettings(max_attempts=max_attempts, batch_size=10))
+async def relay_for(store: SqlStore, broker: Broker, max_attempts: int = 3) -> Relay:
+    settings = ReplaySettings(max_attempts=max_attempts, batch_size=10)
+    return Relay(store, await broker.publishers(), settings)
 
 
 async def _record(store: SqlStore, *numbers: int, policy: str = "replicated") -> None:
@@ -49,9 +67,9 @@ async def _record(store: SqlStore, *numbers: int, policy: str = "replicated") ->
 
 async def test_publishes_pending_records_oldest_first(store: SqlStore) -> None:
     await _record(store, 1, 2, 3)
-    publisher = FakePublisher({})
+    publisher = Broker({})
 
-    result = await relay_for(store, publisher).run_round()
+    result = await (await relay_for(store, publisher)).run_round()
 
     assert publisher.published == ["e-1", "e-2", "e-3"]
     assert result.delivered == 3
@@ -75,9 +93,9 @@ async def test_log_lines_of_a_replay_carry_the_event_and_correlation_ids(
         policy="replicated",
     )
     await _record(store, 2)  # no correlation id
-    publisher = FakePublisher({})
+    publisher = Broker({})
 
-    await relay_for(store, publisher).run_round()
+    await (await relay_for(store, publisher)).run_round()
 
     assert publisher.log_ids == [("e-1", "req-42"), ("e-2", None)]
     assert (logs.event_id.get(), logs.correlation_id.get()) == (None, None)  # unbound after
@@ -85,10 +103,9 @@ async def test_log_lines_of_a_replay_carry_the_event_and_correlation_ids(
 
 async def test_a_failure_stops_the_round_so_order_is_kept(store: SqlStore) -> None:
     await _record(store, 1, 2, 3)
-    down = errors.BrokerUnavailable("down", event_id="e-2")
-    publisher = FakePublisher({"e-2": down})
+    publisher = Broker({"e-2": KafkaConnectionError("down")})
 
-    result = await relay_for(store, publisher).run_round()
+    result = await (await relay_for(store, publisher)).run_round()
 
     assert publisher.published == ["e-1", "e-2"]
     assert (result.delivered, result.failed) == (1, 1)
@@ -101,10 +118,9 @@ async def test_hopeless_records_are_abandoned_and_do_not_block_the_rest(
     store: SqlStore,
 ) -> None:
     await _record(store, 1, 2)
-    rejected = errors.PublishRejected("no", event_id="e-1", cause="TopicAuthorizationFailedError")
-    publisher = FakePublisher({"e-1": rejected})
+    publisher = Broker({"e-1": TopicAuthorizationFailedError()})
 
-    result = await relay_for(store, publisher).run_round()
+    result = await (await relay_for(store, publisher)).run_round()
 
     assert (result.abandoned, result.delivered) == (1, 1)
     abandoned = await store.list(status=Status.ABANDONED)
@@ -115,8 +131,8 @@ async def test_hopeless_records_are_abandoned_and_do_not_block_the_rest(
 
 async def test_a_record_is_abandoned_after_max_attempts(store: SqlStore) -> None:
     await _record(store, 1)
-    publisher = FakePublisher({"e-1": errors.BrokerUnavailable("down", event_id="e-1")})
-    relay = relay_for(store, publisher, max_attempts=3)
+    publisher = Broker({"e-1": KafkaConnectionError("down")})
+    relay = await relay_for(store, publisher, max_attempts=3)
 
     outcomes = [await relay.run_round() for _ in range(4)]
 
@@ -129,25 +145,25 @@ async def test_a_record_is_abandoned_after_max_attempts(store: SqlStore) -> None
 async def test_a_record_of_an_unknown_policy_is_abandoned(store: SqlStore) -> None:
     await _record(store, 1, policy="gone")
 
-    result = await relay_for(store, FakePublisher({})).run_round()
+    result = await (await relay_for(store, Broker({}))).run_round()
 
     assert result.abandoned == 1
     (record,) = await store.list(status=Status.ABANDONED)
     assert record.error_type == "UnknownPolicy"
 
 
-async def _tracked(store: SqlStore, n: int) -> tuple[Relay, str, Any]:
+async def _tracked(store: SqlStore, n: int) -> tuple[Relay, Broker, str, Any]:
     await _record(store, n, n + 1)
     (first, _) = await store.list(status=Status.PENDING, limit=2)
-    relay = relay_for(store, FakePublisher({}))
+    broker = Broker({})
+    relay = await relay_for(store, broker)
     late: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     relay.track(first.id, late)
-    return relay, first.id, late
+    return relay, broker, first.id, late
 
 
 async def test_a_record_still_in_flight_is_not_sent_again(store: SqlStore) -> None:
-    relay, record_id, _late = await _tracked(store, 1)
-    publisher = cast(FakePublisher, relay._publishers[PolicyName.REPLICATED])
+    relay, publisher, record_id, _late = await _tracked(store, 1)
 
     await relay.run_round()
 
@@ -159,7 +175,7 @@ async def test_a_record_still_in_flight_is_not_sent_again(store: SqlStore) -> No
 
 
 async def test_a_late_acknowledgement_marks_the_record_delivered(store: SqlStore) -> None:
-    relay, record_id, late = await _tracked(store, 1)
+    relay, publisher, record_id, late = await _tracked(store, 1)
 
     late.set_result(receipt("e-1"))
     await relay.settle_late()
@@ -170,7 +186,6 @@ async def test_a_late_acknowledgement_marks_the_record_delivered(store: SqlStore
     assert record.status is Status.DELIVERED
     assert (record.partition, record.offset) == (2, 40)
     assert relay.acknowledged_late == 1
-    publisher = cast(FakePublisher, relay._publishers[PolicyName.REPLICATED])
     assert "e-1" not in publisher.published  # never sent twice
 
 
@@ -178,7 +193,7 @@ async def test_settling_waits_for_an_acknowledgement_that_just_arrived(
     store: SqlStore,
 ) -> None:
     # At shutdown the producers' last flush acknowledges attempts just before the store closes.
-    relay, record_id, late = await _tracked(store, 1)
+    relay, _publisher, record_id, late = await _tracked(store, 1)
 
     late.set_result(receipt("e-1"))
     await relay.settle_late()  # no turn of the loop in between
@@ -190,12 +205,11 @@ async def test_settling_waits_for_an_acknowledgement_that_just_arrived(
 
 
 async def test_a_late_failure_releases_the_record_for_replay(store: SqlStore) -> None:
-    relay, _record_id, late = await _tracked(store, 1)
+    relay, publisher, _record_id, late = await _tracked(store, 1)
 
     late.set_exception(errors.BrokerUnavailable("gone", event_id="e-1"))
     await relay.run_round()
 
-    publisher = cast(FakePublisher, relay._publishers[PolicyName.REPLICATED])
     assert publisher.published == ["e-1", "e-2"]
     assert relay.in_flight == 0
 
@@ -232,11 +246,11 @@ async def test_of_two_relays_over_one_store_one_replays_and_the_other_takes_over
     stores = [SqlStore(url), SqlStore(url)]
     for each in stores:
         await each.open()
-    publishers = [FakePublisher({}), FakePublisher({})]
+    publishers = [Broker({}), Broker({})]
     fast = ReplaySettings(interval_ms=20, batch_size=10)
     relays = [
-        Relay(each, {p: cast(KafkaPublisher, publisher) for p in PolicyName}, fast)
-        for each, publisher in zip(stores, publishers, strict=True)
+        Relay(each, await broker.publishers(), fast)
+        for each, broker in zip(stores, publishers, strict=True)
     ]
     try:
         for relay in relays:

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from aiokafka.errors import (  # type: ignore[import-untyped]
@@ -430,7 +430,7 @@ async def test_a_failed_publish_is_stored_with_the_request_context_and_replayed_
     producer = HeaderKeepingProducer()
     replaying = publisher(producer, recorder.tracer)
     await replaying.start()
-    publishers = cast(dict[str, KafkaPublisher], dict.fromkeys(PolicyName, replaying))
+    publishers = {p.value: replaying for p in PolicyName}
     result = await Relay(store, publishers, ReplaySettings()).run_round()
     await replaying.stop()
 
