@@ -28,6 +28,7 @@ replay could not encode it either).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import uuid
 from collections.abc import Callable, Mapping
@@ -128,15 +129,35 @@ class JsonSerializer:
         fields = _fields(event)
         body = {**envelope, **{k: v for k, v in fields.items() if k not in envelope}}
         # ensure_ascii=False keeps the value UTF-8, so .encode() meets every character
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+        return json.dumps(
+            body, separators=(",", ":"), ensure_ascii=False, default=_json_default
+        ).encode()
 
 
 def _fields(event: object) -> dict[str, Any]:
     if isinstance(event, BaseModel):
         return event.model_dump(mode="json")
     if dataclasses.is_dataclass(event) and not isinstance(event, type):
-        return dataclasses.asdict(event)
+        # shallow: dataclasses.asdict deep-copies every value, a cost on every publish
+        return {name: getattr(event, name) for name in _field_names(type(event))}
     raise TypeError(f"{type(event).__name__} is neither a pydantic model nor a dataclass")
+
+
+def _json_default(value: object) -> object:
+    """What `json` cannot write itself: nested dataclasses and models, datetimes, the rest as
+    text (UUIDs, decimals, enums of non-JSON values)."""
+    if isinstance(value, BaseModel) or (
+        dataclasses.is_dataclass(value) and not isinstance(value, type)
+    ):
+        return _fields(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def to_message(

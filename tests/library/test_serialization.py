@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -83,3 +84,26 @@ def test_an_event_that_cannot_be_encoded_is_refused_with_its_event_id() -> None:
 
     assert refused.value.sent is False
     assert refused.value.event_id
+
+
+@dataclass(frozen=True)
+class Line:
+    sku: str
+    placed_at: datetime
+
+
+@event(topic="orders", key="order_id")
+@dataclass(frozen=True)
+class WithLines:
+    order_id: str
+    lines: list[Line]
+
+
+def test_nested_dataclasses_and_datetimes_become_json_objects_and_text() -> None:
+    placed = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+    message = to_message(WithLines(order_id="o-1", lines=[Line(sku="s-1", placed_at=placed)]))
+
+    assert json.loads(message.value)["lines"] == [
+        {"sku": "s-1", "placed_at": "2026-01-02T03:04:05+00:00"}
+    ]
