@@ -18,7 +18,7 @@ from kafka_events.consumer import (
     ConsumerMetrics,
     ConsumerRunner,
     Outcome,
-    Retry,
+    RetryLater,
     Tools,
 )
 from tests.helpers.kafka import create_topic, read_all
@@ -37,7 +37,7 @@ class Handler:
         value: bytes = record.value
         self.seen.append(value)
         if value == b"flaky" and self.seen.count(b"flaky") == 1:
-            raise Retry("the database blinked")
+            raise RetryLater("the database blinked")
         if value == b"poison":
             return Outcome(
                 "failed", None, 1, error_type="Poison", detail="not an order", dead_letter=True

@@ -1,8 +1,8 @@
 """What a consumer runner writes about a record: its dead letter, and its reply.
 
 A dead letter is produced, acknowledged by every in-sync replica, before the record is
-committed (a failure leaves the record uncommitted: `Retry`). A reply is produced once; if
-that fails it is logged as lost: the requester's own timeout covers it.
+committed (a failure leaves the record uncommitted: `RetryLater`). A reply is produced once;
+if that fails it is logged as lost: the requester's own timeout covers it.
 
 `Any` from the untyped aiokafka stays in this module.
 """
@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 from kafka_events import context
 from kafka_events import tracing as kafka_tracing
 from kafka_events.consumer import records
-from kafka_events.consumer.handling import ConsumerConfig, Outcome, Retry
+from kafka_events.consumer.handling import ConsumerConfig, Outcome, RetryLater
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -50,7 +50,7 @@ class Answers:
         """Produce one record and wait for every in-sync replica, within `produce_timeout_ms`.
 
         Raises:
-            Retry: not acknowledged in time (it may still be written).
+            RetryLater: not acknowledged in time (it may still be written).
         """
         try:
             async with asyncio.timeout(self.config.produce_timeout_ms / 1000):
@@ -58,7 +58,7 @@ class Answers:
                     topic, value=value, key=key, headers=headers, partition=partition
                 )
         except (KafkaError, TimeoutError) as error:
-            raise Retry(f"producing to {topic}: {error!r}") from error
+            raise RetryLater(f"producing to {topic}: {error!r}") from error
 
     async def dead_letter(
         self, record: Any, headers: list[tuple[str, bytes]], outcome: Outcome
@@ -116,5 +116,5 @@ class Answers:
                     headers=list(kafka_tracing.with_context(headers, span)),
                     partition=address.partition,
                 )
-        except (Retry, KafkaError, TimeoutError) as error:
+        except (RetryLater, KafkaError, TimeoutError) as error:
             logger.error("event %s: reply to %s lost: %s", outcome.event_id, address.topic, error)

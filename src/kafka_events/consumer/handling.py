@@ -48,7 +48,7 @@ class RunnerState(StrEnum):
     STOPPED = "stopped"
 
 
-class Retry(Exception):
+class RetryLater(Exception):
     """Kafka or the database failed while a record was handled: it is handled again later."""
 
 
@@ -106,13 +106,13 @@ class Tools:
         """`step`, within `commit_timeout_ms`.
 
         Raises:
-            Retry: the database failed or was too slow.
+            RetryLater: the database failed or was too slow.
         """
         try:
             async with asyncio.timeout(self._config.commit_timeout_ms / 1000):
                 return await step
         except (SQLAlchemyError, OSError) as error:  # TimeoutError is an OSError
-            raise Retry(f"database: {error!r}") from error
+            raise RetryLater(f"database: {error!r}") from error
 
 
 class Handler(Protocol):

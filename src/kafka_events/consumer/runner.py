@@ -18,12 +18,13 @@ record is read (offsets are committed by hand, never automatically):
    topic does not hold up every record behind it.
 4. The offset is committed.
 
-If Kafka or the database fails during a record (the handler raises `Retry`, or producing the
-dead letter fails), the record is not committed: the runner seeks back to it and tries again
-after a capped exponential backoff with jitter. `stop()` lets the record in hand finish (a
-`Tools.sleep` between attempts ends at once: the record is then left uncommitted and handled
-again by the next owner), commits, leaves the group and closes everything. Every wait is
-bounded: start-up (`start_timeout_ms`), each produce, commit and database step, and shutdown.
+If Kafka or the database fails during a record (the handler raises `RetryLater`, or
+producing the dead letter fails), the record is not committed: the runner seeks back to it
+and tries again after a capped exponential backoff with jitter. `stop()` lets the record in
+hand finish (a `Tools.sleep` between attempts ends at once: the record is then left
+uncommitted and handled again by the next owner), commits, leaves the group and closes
+everything. Every wait is bounded: start-up (`start_timeout_ms`), each produce, commit and
+database step, and shutdown.
 
 Guarantees: at least once; the handler deduplicates on the event id (`Tools.handled`).
 
@@ -63,7 +64,7 @@ from kafka_events.consumer.handling import (
     ConsumerConfig,
     Handler,
     Outcome,
-    Retry,
+    RetryLater,
     RunnerState,
     Stopping,
     Tools,
@@ -265,7 +266,7 @@ class ConsumerRunner:
         except Stopping:
             self._seek_back(tp, record.offset)
             return False
-        except Retry as error:
+        except RetryLater as error:
             logger.warning(
                 "event %s (%s[%d]@%d): %s; handled again after a pause",
                 records.event_id_of(list(record.headers or ())),
