@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from enum import StrEnum
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -132,6 +132,7 @@ class KafkaEvents:
         self._replies = replies
         self._tracer = tracer
         self._producer_factory = producer_factory
+        self._reply_consumer_factory: Callable[[], Any] | None = None  # tests
         self._should_retry: RetryHook | None = None
         self._state = State.NEW
         self._stack: AsyncExitStack | None = None
@@ -165,7 +166,11 @@ class KafkaEvents:
             metrics=self.metrics,
         )
         replies = self._replies
-        self.replies = ReplyReader(self.kafka, replies) if replies is not None else None
+        self.replies = (
+            ReplyReader(self.kafka, replies, consumer_factory=self._reply_consumer_factory)
+            if replies is not None
+            else None
+        )
         self._requests = (
             RequestReply(self.delivery, self.replies, replies.timeout_ms)
             if self.replies is not None and replies is not None

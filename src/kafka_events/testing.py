@@ -18,14 +18,18 @@ and httpx's `MockTransport` let you.
                 broker.recover()     # the relay replays what was kept
 
 `TestKafkaEvents` swaps the producers of a `KafkaEvents` that is not running for in-memory
-ones (`FakeProducer`), skips the start-up access check, and leaves request-reply out (it then
-answers `RepliesUnavailable`). Everything else is the real
-library: policies, receipts, the store, the relay and the error handlers.
+ones (`FakeProducer`) and skips the start-up access check. Request-reply is answered by the
+`reply` function you give (the request's record in, the reply's status, or status and detail,
+out), through the real reply reader, which is ready once it has started in the background (as
+with a broker: `kafka.replies.ready`); without one, `request()` answers `RepliesUnavailable`.
+Everything else is the real library: policies, receipts, the store, the relay and the error
+handlers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import zlib
 from collections import namedtuple
 from collections.abc import Callable, Iterator
@@ -36,7 +40,8 @@ from typing import Any, Self
 from aiokafka.errors import KafkaConnectionError  # type: ignore[import-untyped]
 
 from kafka_events.client import KafkaEvents, State
-from kafka_events.messages import OutgoingMessage
+from kafka_events.messages import OutgoingMessage, header
+from kafka_events.replies import CORRELATION_HEADER, REPLY_TOPIC_HEADER
 
 RecordMetadata = namedtuple(
     "RecordMetadata", "topic partition offset timestamp timestamp_type log_start_offset"
@@ -175,14 +180,41 @@ class TestKafkaEvents:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, kafka: KafkaEvents) -> None:
+    def __init__(self, kafka: KafkaEvents, *, reply: ReplyWith | None = None) -> None:
         self._kafka = kafka
+        self._reply = reply
         self.published: list[OutgoingMessage] = []
         self._failing: BaseException | None = None
         self._saved: list[tuple[str, Any]] = []
+        self._replies: asyncio.Queue[Any] | None = None
 
     def _factory(self) -> FakeProducer:
-        return FakeProducer(published=self.published, before_send=lambda _: self._failing)
+        return FakeProducer(published=self.published, before_send=self._before_send)
+
+    def _before_send(self, record: OutgoingMessage) -> BaseException | None:
+        if self._failing is not None:
+            return self._failing
+        if self._reply is not None and self._replies is not None:
+            reply_topic = header(record.headers, REPLY_TOPIC_HEADER)
+            correlation = header(record.headers, CORRELATION_HEADER)
+            if reply_topic is not None and correlation is not None:
+                answer = self._reply(record)
+                status, detail = answer if isinstance(answer, tuple) else (answer, None)
+                self._replies.put_nowait(
+                    _ReplyRecord(
+                        key=correlation,
+                        value=json.dumps(
+                            {"event_id": record.event_id, "status": status, "detail": detail}
+                        ).encode(),
+                        headers=[(CORRELATION_HEADER, correlation)],
+                        offset=self._replies.qsize(),
+                    )
+                )
+        return None
+
+    def _reply_consumer(self) -> _ReplyConsumer:
+        self._replies = asyncio.Queue()
+        return _ReplyConsumer(self._replies)
 
     def __enter__(self) -> Self:
         if self._kafka.state is State.RUNNING:
@@ -191,7 +223,11 @@ class TestKafkaEvents:
         self._patch("_producer_factory", self._factory)
         # while failing, publishes fail at once instead of retrying to their deadline
         self._patch("_should_retry", lambda _error: self._failing is None)
-        self._patch("_replies", None)  # request-reply: RepliesUnavailable
+        if self._reply is None:
+            self._patch("_replies", None)  # request-reply: RepliesUnavailable
+        elif self._kafka._replies is not None:
+            self._patch("_replies", self._kafka._replies.model_copy(update={"create_topic": False}))
+            self._patch("_reply_consumer_factory", self._reply_consumer)
         self._kafka._build()
         return self
 
@@ -223,3 +259,50 @@ class TestKafkaEvents:
 
     def published_to(self, topic: str) -> Iterator[OutgoingMessage]:
         return (m for m in self.published if m.topic == topic)
+
+
+ReplyWith = Callable[[OutgoingMessage], str | tuple[str, str | None]]
+"""How `TestKafkaEvents` answers a request: its status, or its status and detail."""
+
+
+@dataclass
+class _ReplyRecord:
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    offset: int
+    partition: int = 0
+
+
+class _ReplyConsumer:
+    """Just enough of `AIOKafkaConsumer` for the reply reader: one partition, fed by a queue."""
+
+    def __init__(self, queue: asyncio.Queue[Any]) -> None:
+        self._queue = queue
+        self._client = _Client()
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {0}
+
+    def assign(self, partitions: list[Any]) -> None:
+        return None
+
+    async def seek_to_end(self, *partitions: Any) -> None:
+        return None
+
+    async def position(self, partition: Any) -> int:
+        return 0
+
+    async def getmany(self, *, timeout_ms: int) -> dict[Any, list[Any]]:
+        try:
+            async with asyncio.timeout(timeout_ms / 1000):
+                record = await self._queue.get()
+        except TimeoutError:
+            return {}
+        return {0: [record]}

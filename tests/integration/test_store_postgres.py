@@ -25,7 +25,7 @@ from tests.helpers.kafka import read_at
 from tests.helpers.service import make_settings, running_app
 from tests.helpers.waiting import closed_port, eventually
 from tests.integration.test_failures import BODY, FAST_RELAY
-from tests.unit import test_store as sqlite_scenarios
+from tests.library import test_store as sqlite_scenarios
 
 # Every scenario of the SQLite module that needs nothing but a store, by its own name.
 SCENARIOS = {

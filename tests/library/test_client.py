@@ -17,11 +17,13 @@ from kafka_events import (
     KafkaConfig,
     KafkaEvents,
     MemoryStore,
+    OutgoingMessage,
     Policy,
     ProducerConfig,
     PublisherStateError,
     QueuedReceipt,
     RepliesUnavailable,
+    ReplyConfig,
     SqlStore,
     Status,
     event,
@@ -189,3 +191,32 @@ async def test_the_outbox_in_the_callers_transaction_needs_a_sql_store() -> None
         with pytest.raises(ConfigurationError, match="SqlStore"):
             await kafka.add_to_outbox(connection, OrderPlaced(order_id="o-1", total_cents=1))
     await database.dispose()
+
+
+async def test_request_reply_is_answered_by_the_test_doubles_reply_function() -> None:
+    kafka = KafkaEvents(
+        store=MemoryStore(),
+        policies={"orders": Policy()},
+        replies=ReplyConfig(topic="orders.replies", timeout_ms=2000),
+    )
+    asked: list[bytes | None] = []
+
+    def answer(request: OutgoingMessage) -> tuple[str, str | None]:
+        asked.append(request.key)
+        return ("refused", "out of stock") if request.key == b"o-2" else ("done", None)
+
+    with TestKafkaEvents(kafka, reply=answer):
+        async with kafka:
+            replies = kafka.replies
+            assert replies is not None
+
+            async def reading() -> bool:
+                return replies.ready
+
+            await eventually(reading, timeout_s=5)  # the reader starts in the background
+            receipt, reply = await kafka.request(OrderPlaced(order_id="o-1", total_cents=1))
+            _, refused = await kafka.request(OrderPlaced(order_id="o-2", total_cents=2))
+
+    assert asked == [b"o-1", b"o-2"]
+    assert (reply.status, reply.detail, reply.event_id) == ("done", None, receipt.event_id)
+    assert (refused.status, refused.detail) == ("refused", "out of stock")
