@@ -306,7 +306,7 @@ class TracingExporter(StrEnum):
 
 
 class TracingSettings(_Section):
-    """OpenTelemetry tracing of the API and the worker (`app.tracing`); off by default."""
+    """OpenTelemetry tracing of the API and the worker (`app.telemetry`); off by default."""
 
     enabled: bool = False
     # The API reports this service name, the worker this name plus "-worker".

@@ -51,7 +51,7 @@ from kafka_events.delivery import DeliveryService
 from kafka_events.errors import ConfigurationError, PublisherStateError, RepliesUnavailable
 from kafka_events.messages import OutgoingMessage
 from kafka_events.metrics import Metrics
-from kafka_events.producer.lifecycle import ManagedProducer, ProducerFactory
+from kafka_events.producer.lifecycle import ManagedProducer, ProducerFactory, ProducerState
 from kafka_events.producer.publish import KafkaPublisher, RetryHook
 from kafka_events.receipts import DeliveryReceipt, QueuedReceipt
 from kafka_events.replies import Reply, ReplyReader, RequestReply
@@ -278,7 +278,7 @@ class KafkaEvents:
 
     async def ready(self) -> bool:
         """Whether every producer is connected and a broker answers now (bounded)."""
-        if any(p.state.value != "ready" for p in self.producers):
+        if any(p.state is not ProducerState.READY for p in self.producers):
             return False
         return await self.producers[0].ping()
 
