@@ -34,7 +34,6 @@ from enum import StrEnum
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from kafka_events import access as _access
@@ -377,8 +376,9 @@ class KafkaEvents:
         chosen = policy or self.default_policy
         self.publishers[chosen]
         message = self.message(value, topic=topic, correlation_id=correlation_id)
-        record_id = await self.store.add_to_outbox(connection, message, policy=chosen)
-        _after_commit(connection, self.relay.wake)
+        record_id = await self.store.add_to_outbox(
+            connection, message, policy=chosen, on_commit=self.relay.wake
+        )
         return QueuedReceipt(
             event_id=message.event_id, record_id=record_id, topic=message.topic, policy=chosen
         )
@@ -404,11 +404,3 @@ class KafkaEvents:
             f"KafkaEvents({self.kafka.bootstrap_servers!r}, policies={list(self.policies)}, "
             f"state={self._state.value})"
         )
-
-
-def _after_commit(connection: AsyncConnection | AsyncSession, wake: Callable[[], None]) -> None:
-    """Call `wake` once the caller's transaction commits (not at all if it rolls back)."""
-    if isinstance(connection, AsyncSession):
-        sa_event.listen(connection.sync_session, "after_commit", lambda _: wake(), once=True)
-    else:
-        sa_event.listen(connection.sync_connection, "commit", lambda _: wake(), once=True)

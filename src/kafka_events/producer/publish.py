@@ -28,7 +28,6 @@ carries in `traceparent` (`kafka_events.tracing`).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,7 +35,6 @@ from typing import Any, TypeVar
 
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 from opentelemetry.trace import Tracer
-from prometheus_client import Counter, Gauge, Histogram
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from kafka_events import errors
@@ -45,6 +43,7 @@ from kafka_events.config import KafkaConfig, Policy
 from kafka_events.messages import OutgoingMessage
 from kafka_events.metrics import Metrics
 from kafka_events.producer import acknowledgement
+from kafka_events.producer.counting import PublishSeries
 from kafka_events.producer.lifecycle import ManagedProducer, ProducerFactory, ProducerState
 from kafka_events.producer.ordering import KeyOrder
 from kafka_events.producer.transactions import in_transaction
@@ -95,9 +94,7 @@ class KafkaPublisher:
         self._tracer = tracer
         self._awaiting_ack = 0
         self._key_order = KeyOrder(enabled=self._policy.ordered_per_key)
-        # (topic, outcome) -> this publisher's series of a successful publish, looked up once:
-        # prometheus-client's labels() takes a lock and rebuilds the label tuple on every call
-        self._outcome_series: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self._counted = PublishSeries(self._metrics, name)
 
     @property
     def producer(self) -> ManagedProducer:
@@ -161,51 +158,12 @@ class KafkaPublisher:
             DeliveryTimeout: no acknowledgement within `delivery_timeout_ms`.
         """
         if self._tracer is None:
-            (receipt,) = await self._measured([message], self._publish(message))
+            (receipt,) = await self._counted.measured([message], self._publish(message))
             return receipt
         with sending(self._tracer, [message], policy=self.name) as (span, [traced]):
-            (receipt,) = await self._measured([traced], self._publish(traced))
+            (receipt,) = await self._counted.measured([traced], self._publish(traced))
             acknowledged(span, [receipt])
         return receipt
-
-    async def _measured(
-        self, messages: Sequence[OutgoingMessage], publishing: Awaitable[list[DeliveryReceipt]]
-    ) -> list[DeliveryReceipt]:
-        """Await `publishing` of `messages`, counting each message's outcome and latency."""
-        in_flight = self._in_flight
-        in_flight.inc(len(messages))
-        try:
-            receipts = await publishing
-        except errors.PublishError as error:
-            for message in messages:
-                self._metrics.published.labels(message.topic, self.name, error.kind).inc()
-            raise
-        finally:
-            in_flight.dec(len(messages))
-        for receipt in receipts:
-            outcome = "delivered" if receipt.confirmed else "unconfirmed"
-            published, duration = self._series(receipt.topic, outcome)
-            published.inc()
-            duration.observe(receipt.elapsed_ms / 1000)
-        return receipts
-
-    def _series(self, topic: str, outcome: str) -> tuple[Counter, Histogram]:
-        """The publish counter of `outcome` and the latency histogram, for `topic`."""
-        series = self._outcome_series.get((topic, outcome))
-        if series is None:
-            series = self._outcome_series[topic, outcome] = (
-                self._metrics.published.labels(topic, self.name, outcome),
-                self._metrics.publish_duration.labels(topic, self.name),
-            )
-        return series
-
-    @functools.cached_property
-    def _in_flight(self) -> Gauge:
-        return self._metrics.publish_in_flight.labels(self.name)
-
-    @functools.cached_property
-    def _awaiting(self) -> Gauge:
-        return self._metrics.awaiting_ack.labels(self.name)
 
     def _check_started(self) -> None:
         if not self._producer.started:
@@ -292,9 +250,9 @@ class KafkaPublisher:
                 `sent=None`); `event_id` is the first message's.
         """
         if self._tracer is None or not messages:
-            return await self._measured(messages, self._publish_atomically(messages))
+            return await self._counted.measured(messages, self._publish_atomically(messages))
         with sending(self._tracer, messages, policy=self.name) as (span, traced):
-            receipts = await self._measured(traced, self._publish_atomically(traced))
+            receipts = await self._counted.measured(traced, self._publish_atomically(traced))
             acknowledged(span, receipts)
         return receipts
 
@@ -427,7 +385,7 @@ class KafkaPublisher:
 
     async def _acknowledgement(self, future: asyncio.Future[Any], message: OutgoingMessage) -> Any:
         self._awaiting_ack += 1
-        awaiting = self._awaiting
+        awaiting = self._counted.awaiting
         awaiting.inc()
         try:
             # shield: if our deadline fires, aiokafka's own future must stay intact.

@@ -17,7 +17,7 @@ import base64
 import contextlib
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import event as sa_event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -219,17 +220,31 @@ class SqlStore(Tables):
         return stored
 
     async def add_to_outbox(
-        self, connection: AsyncConnection | AsyncSession, message: OutgoingMessage, *, policy: str
+        self,
+        connection: AsyncConnection | AsyncSession,
+        message: OutgoingMessage,
+        *,
+        policy: str,
+        on_commit: Callable[[], None] | None = None,
     ) -> str:
         """Insert `message` as a pending outbox record in the caller's open transaction.
 
-        It becomes visible to the relay when the caller commits, and disappears with a
-        rollback. Returns the record id. Errors are the caller's database's own (SQLAlchemy),
-        as for the rest of its transaction.
+        It becomes visible to the relay when the caller commits (then `on_commit` is called,
+        once), and disappears with a rollback. Returns the record id. Errors are the caller's
+        database's own (SQLAlchemy), as for the rest of its transaction.
         """
         record_id = str(uuid.uuid4())
         values = _pending_values(message, record_id=record_id, origin=Origin.OUTBOX, policy=policy)
         await connection.execute(insert(messages).values(**values))
+        if on_commit is not None:
+            if isinstance(connection, AsyncSession):
+                sa_event.listen(
+                    connection.sync_session, "after_commit", lambda _: on_commit(), once=True
+                )
+            else:
+                sa_event.listen(
+                    connection.sync_connection, "commit", lambda _: on_commit(), once=True
+                )
         return record_id
 
     async def get(self, record_id: str) -> StoredMessage | None:
