@@ -37,6 +37,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError  # type: ignore[
 from kafka_events import options
 from kafka_events._retry import connect_until_stopped
 from kafka_events.config import KafkaConfig, ReplyConfig
+from kafka_events.consumer import records
 from kafka_events.delivery import DeliveryService
 from kafka_events.errors import RepliesUnavailable, ReplyTimeout
 from kafka_events.messages import OutgoingMessage
@@ -44,8 +45,9 @@ from kafka_events.receipts import DeliveryReceipt, QueuedReceipt
 
 logger = logging.getLogger(__name__)
 
-REPLY_TOPIC_HEADER = "kafka_replyTopic"
-CORRELATION_HEADER = "kafka_correlationId"
+# the request-reply headers, named once for both sides (`kafka_events.consumer.records`)
+REPLY_TOPIC_HEADER = records.REPLY_TOPIC
+CORRELATION_HEADER = records.CORRELATION_ID
 _POLL_MS = 500
 
 
