@@ -117,18 +117,10 @@ class VerificationEmailWorker:
         worker = settings.worker
         self._runner = ConsumerRunner(
             settings.kafka,
+            # the WORKER__* settings the runner has, by the same names
             ConsumerConfig(
                 topic=settings.verification.topic,
-                group_id=worker.group_id,
-                client_id=worker.client_id,
-                dead_letter_topic=worker.dead_letter_topic,
-                backoff_initial_ms=worker.backoff_initial_ms,
-                backoff_max_ms=worker.backoff_max_ms,
-                start_timeout_ms=worker.start_timeout_ms,
-                produce_timeout_ms=worker.produce_timeout_ms,
-                commit_timeout_ms=worker.commit_timeout_ms,
-                shutdown_timeout_ms=worker.shutdown_timeout_ms,
-                max_poll_interval_ms=worker.max_poll_interval_ms,
+                **worker.model_dump(include=set(ConsumerConfig.model_fields) - {"topic"}),
             ),
             self.handle,
             handled=HandledEvents(settings.store.url),
