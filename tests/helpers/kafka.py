@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
 
 
@@ -98,3 +98,57 @@ async def create_topic(
     finally:
         await admin.close()
     return name
+
+
+class _RawHeaderKey(str):
+    """A header key whose encoding is the given bytes, UTF-8 or not (see `send_raw_header_key`)."""
+
+    raw: bytes
+
+    def __new__(cls, raw: bytes) -> _RawHeaderKey:
+        key = super().__new__(cls, raw.decode("latin-1"))
+        key.raw = raw
+        return key
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return self.raw
+
+
+async def send_raw_header_key(
+    bootstrap_servers: str,
+    topic: str,
+    header_key: bytes,
+    *,
+    value: bytes | None = b"{}",
+    partition: int = 0,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> int:
+    """Write one record with a header key of any bytes (the protocol allows it; aiokafka's
+    own producer only writes UTF-8 keys), as a hostile or a non-Python producer would.
+
+    Builds the batch with aiokafka's pure-Python record builder, which encodes a key by
+    calling its `encode()`. Returns the record's offset.
+    """
+    from aiokafka.producer import message_accumulator  # type: ignore[import-untyped]
+    from aiokafka.producer import producer as producer_module
+    from aiokafka.record import default_records  # type: ignore[import-untyped]
+
+    builder = message_accumulator.DefaultRecordBatchBuilder
+    python_builder = default_records._DefaultRecordBatchBuilderPy
+    message_accumulator.DefaultRecordBatchBuilder = python_builder
+    producer_module.DefaultRecordBatchBuilder = python_builder
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, enable_idempotence=False)
+    try:
+        await producer.start()
+        metadata = await producer.send_and_wait(
+            topic,
+            value=value,
+            partition=partition,
+            headers=[*(headers or []), (_RawHeaderKey(header_key), b"x")],
+        )
+    finally:
+        await producer.stop()
+        message_accumulator.DefaultRecordBatchBuilder = builder
+        producer_module.DefaultRecordBatchBuilder = builder
+    offset: int = metadata.offset
+    return offset

@@ -39,6 +39,10 @@ class ConsumerConfig(BaseModel):
     commit_timeout_ms: PositiveMs = 10000
     shutdown_timeout_ms: PositiveMs = 30000
     max_poll_interval_ms: PositiveMs = 300000
+    # a handler that raises an unexpected error this many times in a row on one record: the
+    # record is dead-lettered (without a dead-letter topic, skipped), so it cannot hold its
+    # partition
+    max_handler_errors: int = Field(default=3, ge=1, le=100)
 
 
 class RunnerState(StrEnum):

@@ -6,6 +6,14 @@ kafka_events_worker_handle_duration_seconds{topic}     from read to handled
 kafka_events_worker_retries_total{topic}               records handled again after a Kafka
                                                        or database failure
 kafka_events_worker_lag{topic,partition}               records behind the partition's end
+kafka_events_worker_poison_total{topic,kind}           records that could not be handled as
+                                                       they are: `unreadable` (skipped by
+                                                       offset), `handler_error`, and dead
+                                                       letters that were too large
+                                                       (`dead_letter_truncated`,
+                                                       `dead_letter_reference`)
+kafka_events_worker_loop_restarts_total{topic}         times the consumer loop died and was
+                                                       started again
 """
 
 from __future__ import annotations
@@ -37,6 +45,18 @@ class ConsumerMetrics:
         self.retries = Counter(
             "kafka_events_worker_retries",
             "Records left uncommitted after a Kafka or database failure, to be handled again.",
+            ["topic"],
+            registry=registry,
+        )
+        self.poison = Counter(
+            "kafka_events_worker_poison",
+            "Records that could not be handled as they are, by kind (see the module doc).",
+            ["topic", "kind"],
+            registry=registry,
+        )
+        self.loop_restarts = Counter(
+            "kafka_events_worker_loop_restarts",
+            "Times the consumer loop died and was started again by its supervisor.",
             ["topic"],
             registry=registry,
         )

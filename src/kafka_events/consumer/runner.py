@@ -20,7 +20,21 @@ record is read (offsets are committed by hand, never automatically):
 
 If Kafka or the database fails during a record (the handler raises `RetryLater`, or
 producing the dead letter fails), the record is not committed: the runner seeks back to it
-and tries again after a capped exponential backoff with jitter. `stop()` lets the record in
+and tries again after a capped exponential backoff with jitter.
+
+No record stops its partition (a poison record):
+
+- one that cannot even be decoded (e.g. a header key that is not UTF-8) is skipped by offset
+  (`kafka_events.consumer.fetching`), with a reference dead letter;
+- one whose handler raises an unexpected error `max_handler_errors` times in a row is
+  dead-lettered with the error's type (or, without a dead-letter topic, skipped);
+- one whose dead letter is too large for Kafka gets a truncated or a reference copy
+  (`kafka_events.consumer.answers`).
+
+Each is logged at ERROR with its topic, partition and offset, and counted in
+`kafka_events_worker_poison_total{topic,kind}`. The loop itself is supervised
+(`kafka_events.supervision`): if it dies all the same, it is logged, rewound to the last
+committed offsets and started again after a pause. `stop()` lets the record in
 hand finish (a `Tools.sleep` between attempts ends at once: the record is then left
 uncommitted and handled again by the next owner), commits, leaves the group and closes
 everything. Every wait is bounded: start-up (`start_timeout_ms`), each produce, commit and
@@ -57,7 +71,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from kafka_events import access, context, options
 from kafka_events import tracing as kafka_tracing
 from kafka_events.config import KafkaConfig
-from kafka_events.consumer import records
+from kafka_events.consumer import fetching, records
 from kafka_events.consumer.answers import Answers
 from kafka_events.consumer.handled import HandledEvents
 from kafka_events.consumer.handling import (
@@ -70,6 +84,7 @@ from kafka_events.consumer.handling import (
     Tools,
 )
 from kafka_events.consumer.metrics import ConsumerMetrics
+from kafka_events.supervision import Supervisor, TaskState
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -109,7 +124,15 @@ class ConsumerRunner:
         self._after_stop = after_stop
         self._consumer: Any = None
         self._producer: Any = None
-        self._task: asyncio.Task[None] | None = None
+        self._supervisor = Supervisor(
+            f"the consumer loop of {config.topic}",
+            self._run,
+            backoff_initial_ms=config.backoff_initial_ms,
+            backoff_max_ms=config.backoff_max_ms,
+            restarts_counter=self._metrics.loop_restarts.labels(config.topic),
+        )
+        self._restarted = False
+        self._crashes = 0  # unexpected handler errors in a row, on the record in hand
         self.stopping = asyncio.Event()
         self._state = RunnerState.NEW
         self._failures = 0
@@ -120,6 +143,11 @@ class ConsumerRunner:
     @property
     def state(self) -> RunnerState:
         return self._state
+
+    @property
+    def loop_state(self) -> TaskState:
+        """The supervised loop's: `running`, or `restarting` after it died."""
+        return self._supervisor.state
 
     async def start(self) -> None:
         """Open the dedup table, connect to Kafka and join the group, within `start_timeout_ms`.
@@ -171,13 +199,12 @@ class ConsumerRunner:
                 raise refused from None
             raise
         self._state = RunnerState.RUNNING
-        self._task = asyncio.create_task(self._run(), name=f"kafka-consumer-{config.topic}")
-        self._task.add_done_callback(_log_failure)
+        self._supervisor.start()
 
     async def wait(self) -> None:
-        """Until the loop ends: after `stop()`, or on an unexpected error (raised)."""
-        if self._task is not None:
-            await asyncio.shield(self._task)
+        """Until the loop ends, after `stop()` (a loop that dies is started again)."""
+        if (task := self._supervisor.task) is not None:
+            await asyncio.shield(task)
 
     async def stop(self) -> None:
         """Finish the record in hand, commit, leave the group, close everything; bounded."""
@@ -185,7 +212,7 @@ class ConsumerRunner:
             return
         self._state = RunnerState.STOPPING
         self.stopping.set()
-        task, self._task = self._task, None
+        task = self._supervisor.task
         if task is not None:
             done, _ = await asyncio.wait({task}, timeout=self.config.shutdown_timeout_ms / 1000)
             if not done:
@@ -196,6 +223,7 @@ class ConsumerRunner:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._supervisor.stop()
         await self._close()
         self._state = RunnerState.STOPPED
 
@@ -216,14 +244,20 @@ class ConsumerRunner:
     # --- the loop ------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        if self._restarted:  # the loop died: the record in hand was not committed
+            await self._rewind()
+        self._restarted = True
         while not self.stopping.is_set():
             try:
-                batch = await self._poll()
+                fetched = await self._poll()
             except KafkaError as error:
                 logger.warning("polling failed: %r", error)
                 await self._pause_after_failure()
                 continue
-            for record in batch:
+            if fetched.unreadable is not None:
+                await self._skip(fetched.unreadable)
+                continue
+            for record in fetched.records:
                 if self.stopping.is_set():
                     break
                 headers = list(record.headers or ())
@@ -235,9 +269,38 @@ class ConsumerRunner:
                         break
             await self._measure_lag()
 
-    async def _poll(self) -> list[Any]:
+    async def _rewind(self) -> None:
+        """Back to the last committed offsets of the assigned partitions (bounded)."""
+        async with asyncio.timeout(self.config.commit_timeout_ms / 1000):
+            await self._consumer.seek_to_committed()
+
+    async def _skip(self, skipped: fetching.Unreadable) -> None:
+        """Leave a trace of a record that cannot be decoded, then commit past it."""
+        topic = self.config.dead_letter_topic
+        logger.error(
+            "%s: the record cannot be decoded (%s): skipped unhandled; %s",
+            skipped.where,
+            skipped.error,
+            f"a reference dead letter goes to {topic}" if topic else "no dead-letter topic",
+        )
+        tp = TopicPartition(skipped.topic, skipped.partition)
+        if topic is not None:
+            assert self._answers is not None
+            try:
+                await self._answers.unreadable(skipped)
+            except RetryLater as error:
+                logger.warning("%s: %s; skipped again after a pause", skipped.where, error)
+                self._seek_back(tp, skipped.offset)
+                await self._pause_after_failure()
+                return
+        self._metrics.poison.labels(skipped.topic, "unreadable").inc()
+        await self._commit(tp, skipped.offset + 1, None)
+
+    async def _poll(self) -> fetching.Fetched:
         """The next record(s), or none when stop() is called while waiting."""
-        poll = asyncio.ensure_future(self._consumer.getmany(timeout_ms=_POLL_MS, max_records=1))
+        poll = asyncio.ensure_future(
+            fetching.fetch(self._consumer, timeout_ms=_POLL_MS, max_records=1)
+        )
         stopping = asyncio.ensure_future(self.stopping.wait())
         try:
             await asyncio.wait({poll, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -248,9 +311,8 @@ class ConsumerRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await poll
         if poll.cancelled():
-            return []
-        batches: dict[Any, list[Any]] = poll.result()
-        return [record for batch in batches.values() for record in batch]
+            return fetching.Fetched([])
+        return poll.result()
 
     async def _process(self, record: Any) -> bool:
         """Handle and commit one record; False if it must be read again (not committed)."""
@@ -278,6 +340,7 @@ class ConsumerRunner:
             await self._pause_after_failure()
             return False
         self._failures = 0
+        self._crashes = 0
         self._metrics.handle_duration.labels(record.topic).observe(time.perf_counter() - started)
         await self._commit(tp, record.offset + 1, outcome)
         self._metrics.records.labels(record.topic, outcome.status).inc()
@@ -291,12 +354,56 @@ class ConsumerRunner:
         except records.InvalidReplyHeaders as error:
             logger.warning("%s: no reply: %s", where, error)
             address = None
-        outcome = await self._handler(record, self._tools)
+        try:
+            outcome = await self._handler(record, self._tools)
+        except (Stopping, RetryLater):
+            raise
+        except Exception as error:  # noqa: BLE001 - a poison record must not stop the loop
+            outcome = self._crashed(record, where, error)
         assert self._answers is not None
         if outcome.dead_letter:
-            await self._answers.dead_letter(record, headers, outcome)
+            kind = await self._answers.dead_letter(record, headers, outcome)
+            if kind != "copy":
+                self._metrics.poison.labels(record.topic, f"dead_letter_{kind}").inc()
         await self._answers.reply(address, outcome)
         return outcome
+
+    def _crashed(self, record: Any, where: str, error: Exception) -> Outcome:
+        """The handler raised what it should not: try again, then give the record up.
+
+        Raises:
+            RetryLater: fewer than `max_handler_errors` errors in a row on this record.
+        """
+        self._crashes += 1
+        limit = self.config.max_handler_errors
+        if self._crashes < limit:
+            logger.warning(
+                "%s: the handler failed (%s), attempt %d of %d",
+                where,
+                type(error).__name__,
+                self._crashes,
+                limit,
+                exc_info=error,
+            )
+            raise RetryLater(f"the handler failed: {type(error).__name__}") from error
+        topic = self.config.dead_letter_topic
+        logger.error(
+            "%s: the handler failed %d times in a row (%s): %s",
+            where,
+            limit,
+            type(error).__name__,
+            f"dead-lettered to {topic}" if topic else "skipped (no dead-letter topic)",
+            exc_info=error,
+        )
+        self._metrics.poison.labels(record.topic, "handler_error").inc()
+        return Outcome(
+            status="failed",
+            event_id=records.event_id_of(list(record.headers or ())),
+            attempts=self._crashes,
+            error_type=type(error).__name__,
+            detail=records.shorten(str(error)) or type(error).__name__,
+            dead_letter=topic is not None,
+        )
 
     async def _measure_lag(self) -> None:
         """Set the lag of every assigned partition whose end is known (from its last fetch)."""
@@ -330,7 +437,7 @@ class ConsumerRunner:
             async with asyncio.timeout(delay_s):
                 await self.stopping.wait()
 
-    async def _commit(self, tp: Any, offset: int, outcome: Outcome) -> None:
+    async def _commit(self, tp: Any, offset: int, outcome: Outcome | None) -> None:
         try:
             async with asyncio.timeout(self.config.commit_timeout_ms / 1000):
                 await self._consumer.commit({tp: offset})
@@ -338,13 +445,13 @@ class ConsumerRunner:
             logger.warning(
                 "event %s: not committed, the partition moved to another member (%s); it "
                 "may handle the record again (deduplicated)",
-                outcome.event_id,
+                outcome.event_id if outcome else None,
                 type(error).__name__,
             )
         except (KafkaError, TimeoutError) as error:
             logger.warning(
                 "event %s: commit of %s@%d failed (%r); a later commit covers it",
-                outcome.event_id,
+                outcome.event_id if outcome else None,
                 tp,
                 offset,
                 error,
@@ -357,8 +464,3 @@ async def _bounded(step: Awaitable[None], what: str, timeout_ms: int) -> None:
             await step
     except (TimeoutError, KafkaError, SQLAlchemyError, OSError) as error:
         logger.warning("closing %s failed: %r", what, error)
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and (error := task.exception()) is not None:
-        logger.error("the consumer loop failed", exc_info=error)
