@@ -20,6 +20,7 @@ trace, an exception's own text from a library, or a broker address.
                                 read; nothing was sent)
     429     rate_limited        RateLimited (too many requests for one address; Retry-After)
     504     reply_timeout       ReplyTimeout (published, but no reply in time; carries the receipt)
+    502     malformed_reply     MalformedReply (published, but the reply is not one; the receipt)
     503     not_ready           readiness probe failing
     404/405 not_found, method_not_allowed   routing
     500     internal_error      anything unexpected (logged with its trace, never returned)
@@ -118,6 +119,10 @@ ERRORS: dict[type[BaseException], ErrorDoc] = {
     errors.ReplyTimeout: _LIBRARY[errors.ReplyTimeout].described(
         "`wait_for=delivery`: the request was published (see `receipt`), but the worker did not "
         "reply within `REPLY__TIMEOUT_MS`. The email may still be sent: do not resend."
+    ),
+    errors.MalformedReply: _LIBRARY[errors.MalformedReply].described(
+        "`wait_for=delivery`: the request was published (see `receipt`), but the worker's "
+        "answer could not be read. The email may have been sent: do not resend."
     ),
     errors.StoreUnavailable: _LIBRARY[errors.StoreUnavailable].described(
         "The feature's policy uses the outbox and the store could not keep the event in time; "

@@ -35,12 +35,13 @@ async def live() -> Live:
     responses={
         503: {
             "model": ErrorBody,
-            "description": "A producer is not connected or no broker answered in time.",
+            "description": "A producer is not connected, no broker answered in time, the reply "
+            "topic is not read, or the relay's store cannot be written.",
             "content": {
                 "application/json": {
                     "example": {
                         "error": "not_ready",
-                        "detail": "no Kafka broker answered (replicated: connecting)",
+                        "detail": "producer replicated: connecting; reply reader: connecting",
                     }
                 }
             },
@@ -48,10 +49,12 @@ async def live() -> Live:
     },
 )
 async def ready(*, events: EventsDep) -> Ready | JSONResponse:
-    """Ready when every policy's producer is connected and a broker answered a metadata request."""
+    """Ready when every policy's producer is connected, a broker answered a metadata request,
+    the reply reader reads the reply topic (request-reply), and the relay runs with a store
+    it can write to."""
     if await events.ready():
         return Ready()
-    publishers = events.publishers.values()
-    not_ready = [p for p in publishers if p.state.value != "ready"]
-    states = ", ".join(f"{p.name}: {p.state.value}" for p in not_ready) or "no answer"
-    return error_response(503, "not_ready", f"no Kafka broker answered ({states})")
+    problems = events.problems()
+    if not problems:
+        return error_response(503, "not_ready", "no Kafka broker answered")
+    return error_response(503, "not_ready", "; ".join(problems))

@@ -47,6 +47,7 @@ router = APIRouter(tags=["verification emails"])
             errors.StoreUnavailable,
             errors.RepliesUnavailable,
             errors.ReplyTimeout,
+            errors.MalformedReply,
         ),
     },
 )

@@ -58,6 +58,7 @@ from kafka_events.serialization import Serializer, to_message
 from kafka_events.store.base import MessageStore
 from kafka_events.store.relay import Relay
 from kafka_events.store.sql import SqlStore
+from kafka_events.supervision import TaskState
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -166,7 +167,12 @@ class KafkaEvents:
         )
         replies = self._replies
         self.replies = (
-            ReplyReader(self.kafka, replies, consumer_factory=self._reply_consumer_factory)
+            ReplyReader(
+                self.kafka,
+                replies,
+                consumer_factory=self._reply_consumer_factory,
+                metrics=self.metrics,
+            )
             if replies is not None
             else None
         )
@@ -276,10 +282,34 @@ class KafkaEvents:
         await self.store.close()
 
     async def ready(self) -> bool:
-        """Whether every producer is connected and a broker answers now (bounded)."""
-        if any(p.state is not ProducerState.READY for p in self.producers):
+        """Whether every producer is connected, a broker answers now (bounded), and nothing
+        of `problems()` stands in the way."""
+        if self.problems():
             return False
         return await self.producers[0].ping()
+
+    def problems(self) -> list[str]:
+        """What keeps this instance from doing all it is configured for, now (empty: nothing).
+
+        A producer that is not connected; the reply reader, when request-reply is configured,
+        not reading (connecting, or restarting after it died); the relay restarting, or its
+        store failing to take what Kafka acknowledged.
+        """
+        found = [
+            f"producer {p.name}: {p.state.value}"
+            for p in self.producers
+            if p.state is not ProducerState.READY
+        ]
+        if self.replies is not None and not self.replies.ready:
+            state = self.replies.state
+            doing = "connecting" if state is TaskState.RUNNING else state.value
+            found.append(f"reply reader: {doing}")
+        if self._replay.enabled:
+            if self.relay.state is TaskState.RESTARTING:
+                found.append("relay: restarting")
+            if self.relay.store_failing:
+                found.append("relay: the store cannot be written")
+        return found
 
     # -- publishing --------------------------------------------------------------------------
 

@@ -89,6 +89,15 @@ class ReplyTimeout(KafkaEventsError):
         self.timeout_ms = timeout_ms
 
 
+class MalformedReply(KafkaEventsError):
+    """A reply came, but it is not a reply (not a JSON object with a `status`); the request
+    itself was published (see `receipt`)."""
+
+    def __init__(self, receipt: DeliveryReceipt | QueuedReceipt, reason: str) -> None:
+        super().__init__(f"the consumer's reply could not be read ({reason})")
+        self.receipt = receipt
+
+
 class PublishError(KafkaEventsError):
     """A message was not confirmed as delivered."""
 

@@ -249,6 +249,18 @@ ERRORS: dict[type[BaseException], ErrorDoc] = {
             "receipt": {"topic": "orders.placed", "partition": 0, "offset": 42},
         },
     ),
+    errors.MalformedReply: ErrorDoc(
+        502,
+        ReplyTimeoutBody,
+        "The request was published (see `receipt`) and its consumer answered, but the answer "
+        "is not a reply. It may have been handled: do not resend.",
+        {
+            "error": "malformed_reply",
+            "detail": "the consumer's reply could not be read (malformed reply: TypeError)",
+            "event_id": _EVENT,
+            "receipt": {"topic": "orders.placed", "partition": 0, "offset": 42},
+        },
+    ),
     errors.PublisherStateError: ErrorDoc(
         503,
         ErrorBody,
@@ -367,6 +379,17 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int = RETRY_AFTER_S) 
             receipt=exc.receipt.model_dump(mode="json"),
         )
 
+    async def malformed_reply(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, errors.MalformedReply)
+        logger.error("event %s: %s", exc.receipt.event_id, exc)
+        return error_response(
+            ERRORS[errors.MalformedReply].status,
+            "malformed_reply",
+            str(exc),
+            event_id=exc.receipt.event_id,
+            receipt=exc.receipt.model_dump(mode="json"),
+        )
+
     async def publisher_state(_: Request, exc: Exception) -> JSONResponse:
         logger.error("publisher used outside its lifetime: %s", exc)
         doc = ERRORS[errors.PublisherStateError]
@@ -380,4 +403,5 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int = RETRY_AFTER_S) 
     app.add_exception_handler(errors.PublishError, publish_error)
     app.add_exception_handler(errors.RepliesUnavailable, replies_unavailable)
     app.add_exception_handler(errors.ReplyTimeout, reply_timeout)
+    app.add_exception_handler(errors.MalformedReply, malformed_reply)
     app.add_exception_handler(errors.PublisherStateError, publisher_state)

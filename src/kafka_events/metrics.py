@@ -30,6 +30,18 @@ Failure store and replay (`origin`: `failed` or `outbox`):
                                                            the store's lease
     kafka_events_store_messages{status}                    records pending replay / abandoned
                                                            (set by `count_stored`)
+    kafka_events_relay_unmarked                            records Kafka acknowledged that the
+                                                           store could not mark delivered yet
+                                                           (held in memory, never republished)
+
+Request-reply and supervision:
+
+    kafka_events_replies_unusable_total{reason}            reply records skipped: `unreadable`
+                                                           (cannot be decoded) or `malformed`
+                                                           (not a reply's JSON)
+    kafka_events_task_restarts_total{task}                 background tasks (`relay`,
+                                                           `reply_reader`) that died and were
+                                                           started again
 
 The gauges name their multiprocess mode, so an application that runs several processes in
 prometheus-client's multiprocess mode sums them correctly.
@@ -118,6 +130,24 @@ class Metrics:
             "1 while this process's relay holds the store's relay lease and replays (summed: 1 "
             "per store).",
             multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.relay_unmarked = Gauge(
+            "kafka_events_relay_unmarked",
+            "Records Kafka acknowledged whose delivery the store could not be told yet.",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.replies_unusable = Counter(
+            "kafka_events_replies_unusable",
+            "Reply records skipped: unreadable (cannot be decoded) or malformed.",
+            ["reason"],
+            registry=registry,
+        )
+        self.task_restarts = Counter(
+            "kafka_events_task_restarts",
+            "Background tasks that died and were started again by their supervisor.",
+            ["task"],
             registry=registry,
         )
         self.store_messages = Gauge(

@@ -17,6 +17,13 @@ partition per instance as Spring's ReplyingKafkaTemplate does).
 
 The reader positions itself at the end of every partition *before* it reports ready, so a
 reply cannot arrive before the reader looks.
+
+No reply record stops the reader: one that cannot be decoded (a header key that is not UTF-8)
+is skipped by offset (`kafka_events.consumer.fetching`), one whose value is not a reply's JSON
+object fails only the request waiting for it; both are logged with topic, partition and
+offset and counted in `kafka_events_replies_unusable_total`. The reader runs under a
+`Supervisor`: if it dies all the same, `ready` is false (`request()` answers
+`RepliesUnavailable`, readiness probes say so), it is logged and it starts again with backoff.
 """
 
 from __future__ import annotations
@@ -37,11 +44,13 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError  # type: ignore[
 from kafka_events import options
 from kafka_events._retry import connect_until_stopped
 from kafka_events.config import KafkaConfig, ReplyConfig
-from kafka_events.consumer import records
+from kafka_events.consumer import fetching, records
 from kafka_events.delivery import DeliveryService
-from kafka_events.errors import RepliesUnavailable, ReplyTimeout
+from kafka_events.errors import MalformedReply, RepliesUnavailable, ReplyTimeout
 from kafka_events.messages import OutgoingMessage
+from kafka_events.metrics import Metrics
 from kafka_events.receipts import DeliveryReceipt, QueuedReceipt
+from kafka_events.supervision import Supervisor, TaskState
 
 logger = logging.getLogger(__name__)
 
@@ -67,14 +76,25 @@ class ReplyReader:
     """Reads the reply topic and hands each reply to the request waiting for it."""
 
     def __init__(
-        self, kafka: KafkaConfig, settings: ReplyConfig, *, consumer_factory: Any = None
+        self,
+        kafka: KafkaConfig,
+        settings: ReplyConfig,
+        *,
+        consumer_factory: Any = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._kafka = kafka
         self._settings = settings
         self._consumer_factory = consumer_factory or self._new_consumer
+        self._metrics = metrics or Metrics(None)
         self._consumer: Any = None
         self._waiters: dict[bytes, asyncio.Future[Reply]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._supervisor = Supervisor(
+            "the reply reader",
+            self._run,
+            backoff_max_ms=kafka.producer.reconnect_backoff_max_ms,
+            restarts_counter=self._metrics.task_restarts.labels("reply_reader"),
+        )
         self._ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self.dropped = 0  # replies nobody here was waiting for (others', or late)
@@ -86,6 +106,11 @@ class ReplyReader:
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
+
+    @property
+    def state(self) -> TaskState:
+        """The supervised task's: `running`, or `restarting` after it died."""
+        return self._supervisor.state
 
     def _new_consumer(self) -> Any:
         return AIOKafkaConsumer(
@@ -101,7 +126,7 @@ class ReplyReader:
 
     def start(self) -> None:
         """Connect in the background (bounded attempts, backoff); `ready` once positioned."""
-        self._task = asyncio.create_task(self._run(), name="kafka-reply-reader")
+        self._supervisor.start()
 
     async def stop(self) -> None:
         """Let the reader finish its current step (a connection attempt or a poll), then close.
@@ -110,13 +135,10 @@ class ReplyReader:
         while it bootstraps. Bounded all the same.
         """
         self._stopping.set()
-        if self._task is not None:
+        if (task := self._supervisor.task) is not None:
             limit_s = self._kafka.producer.connect_timeout_ms / 1000 + _POLL_MS / 1000 + 1
-            done, _ = await asyncio.wait({self._task}, timeout=limit_s)
-            if not done:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+            await asyncio.wait({task}, timeout=limit_s)
+        await self._supervisor.stop()
         for waiter in self._waiters.values():
             waiter.cancel()
         self._waiters.clear()
@@ -129,10 +151,16 @@ class ReplyReader:
             return
         try:
             while not self._stopping.is_set():
-                batches = await self._consumer.getmany(timeout_ms=_POLL_MS)
-                for records in batches.values():
-                    for record in records:
-                        self._deliver(record)
+                fetched = await fetching.fetch(self._consumer, timeout_ms=_POLL_MS)
+                if (skipped := fetched.unreadable) is not None:
+                    self._metrics.replies_unusable.labels("unreadable").inc()
+                    logger.error(
+                        "reply reader: %s cannot be decoded (%s): skipped",
+                        skipped.where,
+                        skipped.error,
+                    )
+                for record in fetched.records:
+                    self._deliver(record)
         finally:
             self._ready.clear()
             await self._close()
@@ -211,17 +239,16 @@ class ReplyReader:
             logger.debug("reply reader: dropped a reply nobody here waits for")
             return
         try:
-            body = json.loads(record.value)
-            handled_at = body.get("handled_at")
-            reply = Reply(
-                event_id=body.get("event_id"),
-                status=str(body["status"]),
-                detail=body.get("detail"),
-                handled_at=datetime.fromisoformat(handled_at) if handled_at else None,
-                partition=record.partition,
-                offset=record.offset,
+            reply = _parse(record)
+        except Exception as exc:  # noqa: BLE001 - any malformed reply fails its request only
+            self._metrics.replies_unusable.labels("malformed").inc()
+            logger.warning(
+                "reply reader: %s[%d]@%d is not a reply (%s)",
+                record.topic,
+                record.partition,
+                record.offset,
+                type(exc).__name__,
             )
-        except (ValueError, KeyError, TypeError) as exc:
             waiter.set_exception(ValueError(f"malformed reply: {type(exc).__name__}"))
             return
         waiter.set_result(reply)
@@ -246,6 +273,27 @@ class ReplyReader:
         return len(self._waiters)
 
 
+def _parse(record: Any) -> Reply:
+    """The reply in `record`'s JSON value (an object with at least `status`).
+
+    Raises:
+        ValueError, KeyError, TypeError: it is not one.
+    """
+    body = json.loads(record.value)
+    if not isinstance(body, dict):
+        raise TypeError(f"a JSON {type(body).__name__}, not an object")
+    handled_at = body.get("handled_at")
+    event_id, detail = body.get("event_id"), body.get("detail")
+    return Reply(
+        event_id=str(event_id) if event_id is not None else None,
+        status=str(body["status"]),
+        detail=str(detail) if detail is not None else None,
+        handled_at=datetime.fromisoformat(str(handled_at)) if handled_at else None,
+        partition=record.partition,
+        offset=record.offset,
+    )
+
+
 class RequestReply:
     """Publish a request with reply headers, then wait for the reply within the deadline."""
 
@@ -263,6 +311,7 @@ class RequestReply:
             RepliesUnavailable: the reply topic is not read; the request was not published.
             PublishError: the request was not published (recorded, see `DeliveryService`).
             ReplyTimeout: published, but no reply in time; carries the receipt.
+            MalformedReply: published, but the reply is not one; carries the receipt.
         """
         correlation_id = uuid.uuid4().hex.encode()
         request = replace(
@@ -282,6 +331,8 @@ class RequestReply:
                     reply = await waiter
             except TimeoutError:
                 raise ReplyTimeout(receipt, timeout_ms) from None
+            except ValueError as error:  # see ReplyReader._deliver
+                raise MalformedReply(receipt, str(error)) from None
         finally:
             self._reader.forget(correlation_id)
         return receipt, reply

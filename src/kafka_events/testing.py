@@ -291,7 +291,10 @@ class _ReplyConsumer:
         return {0}
 
     def assign(self, partitions: list[Any]) -> None:
-        return None
+        self._assigned = set(partitions)
+
+    def assignment(self) -> set[Any]:
+        return set(getattr(self, "_assigned", ()))
 
     async def seek_to_end(self, *partitions: Any) -> None:
         return None
@@ -299,7 +302,9 @@ class _ReplyConsumer:
     async def position(self, partition: Any) -> int:
         return 0
 
-    async def getmany(self, *, timeout_ms: int) -> dict[Any, list[Any]]:
+    async def getmany(
+        self, *partitions: Any, timeout_ms: int, max_records: int | None = None
+    ) -> dict[Any, list[Any]]:
         try:
             async with asyncio.timeout(timeout_ms / 1000):
                 record = await self._queue.get()

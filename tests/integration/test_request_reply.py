@@ -12,12 +12,13 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
 
 from devtools.kafka import KafkaCluster
-from tests.helpers.kafka import create_topic, read_at
+from tests.helpers.kafka import create_topic, read_at, send_raw_header_key
 from tests.helpers.service import make_settings, running_app
 from tests.helpers.waiting import eventually
 
@@ -28,9 +29,15 @@ BODY = {"email": "ada@example.com", "redirect_url": "https://app.example.com/ver
 
 @asynccontextmanager
 async def responder(
-    bootstrap: str, topic: str, *, status: str = "sent", from_beginning: bool = False
+    bootstrap: str,
+    topic: str,
+    *,
+    status: str = "sent",
+    from_beginning: bool = False,
+    value: bytes | None = None,
 ) -> AsyncIterator[list[str]]:
-    """Answers every request on `topic` as the worker would; yields the event ids answered."""
+    """Answers every request on `topic` as the worker would (or with `value` as it is);
+    yields the event ids answered."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
@@ -66,7 +73,7 @@ async def responder(
             answered.append(event_id)  # before replying: the requester may finish at once
             await producer.send_and_wait(
                 headers["kafka_replyTopic"].decode(),
-                json.dumps(reply).encode(),
+                json.dumps(reply).encode() if value is None else value,
                 key=correlation,
                 headers=[("kafka_correlationId", correlation), ("event_id", event_id.encode())],
             )
@@ -196,3 +203,42 @@ async def test_two_instances_never_take_each_others_replies(
         assert body["reply"]["event_id"] == body["receipt"]["event_id"]
     # each instance saw the other's ten replies and left them alone
     assert dropped == 20
+
+
+async def test_no_reply_record_stops_the_reply_reader(
+    kafka_broker: KafkaCluster, topic_name: str
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = await create_topic(bootstrap, topic_name)
+    settings = settings_for(bootstrap, topic, f"{topic}.reply")
+    async with running_app(settings) as running:  # type: ignore[arg-type]
+        await wait_replies_ready(running)
+        # any producer may write to the reply topic: a record aiokafka cannot decode...
+        await send_raw_header_key(bootstrap, f"{topic}.reply", b"\xff\xfe", value=b"{}")
+        # ...and a reply that is JSON, but not a reply's object
+        async with responder(bootstrap, topic, value=b"[]"):
+            malformed = await running.client.post(
+                "/verification-emails", params={"wait_for": "delivery"}, json=BODY
+            )
+        async with responder(bootstrap, topic) as answered:
+            answered_ok = await running.client.post(
+                "/verification-emails", params={"wait_for": "delivery"}, json=BODY
+            )
+        ready = await running.client.get("/health/ready")
+        registry: Any = running.state.kafka.metrics.registry
+
+    body = malformed.json()
+    assert malformed.status_code == 502, body
+    assert body["error"] == "malformed_reply"
+    assert body["receipt"]["offset"] is not None  # it was published: not to be resent
+    assert answered_ok.status_code == 200, answered_ok.json()
+    assert answered_ok.json()["reply"]["event_id"] == answered[0]
+    assert ready.status_code == 200
+
+    def unusable(reason: str) -> float | None:
+        value: float | None = registry.get_sample_value(
+            "kafka_events_replies_unusable_total", {"reason": reason}
+        )
+        return value
+
+    assert (unusable("unreadable"), unusable("malformed")) == (1.0, 1.0)

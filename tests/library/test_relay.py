@@ -214,6 +214,83 @@ async def test_a_late_failure_releases_the_record_for_replay(store: SqlStore) ->
     assert relay.in_flight == 0
 
 
+# --- a store that cannot be written --------------------------------------------------------
+
+
+class Unwritable:
+    """Makes `store.mark_delivered` fail (as a full or locked database does) while `failing`."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.failing = True
+        mark = store.mark_delivered
+
+        async def mark_delivered(record_id: str, receipt: Any) -> None:
+            if self.failing:
+                raise errors.StoreError("the store could not mark: OperationalError")
+            await mark(record_id, receipt)
+
+        store.mark_delivered = mark_delivered  # type: ignore[method-assign]
+
+
+async def test_an_acknowledged_record_is_never_republished_while_the_store_cannot_mark_it(
+    store: SqlStore,
+) -> None:
+    await _record(store, 1, 2, 3)
+    broker = Broker({})
+    relay = await relay_for(store, broker)
+    unwritable = Unwritable(store)
+
+    await relay.run_round()
+    await relay.run_round()  # the store still fails: its write is retried, not the publish
+    held, failing = relay.unmarked, relay.store_failing
+    unwritable.failing = False
+    await relay.run_round()
+
+    assert broker.published == ["e-1", "e-2", "e-3"]  # the backlog was not held behind e-1
+    assert (held, failing) == (3, True)
+    assert (relay.unmarked, relay.store_failing) == (0, False)
+    assert await store.count(Status.PENDING) == 0
+    assert await store.count(Status.DELIVERED) == 3
+
+
+async def test_the_acknowledgements_held_for_an_unwritable_store_are_bounded(
+    store: SqlStore,
+) -> None:
+    await _record(store, *range(1, 26))
+    broker = Broker({})
+    relay = await relay_for(store, broker)  # batch_size=10: at most 20 held
+    unwritable = Unwritable(store)
+
+    for _ in range(4):
+        await relay.run_round()
+    published_while_failing = len(broker.published)
+    unwritable.failing = False
+    for _ in range(3):
+        await relay.run_round()
+
+    assert (published_while_failing, relay.unmarked) == (20, 0)
+    assert sorted(broker.published) == sorted(f"e-{n}" for n in range(1, 26))  # each once
+    assert await store.count(Status.DELIVERED) == 25
+
+
+async def test_a_late_acknowledgement_the_store_cannot_take_is_not_replayed(
+    store: SqlStore,
+) -> None:
+    relay, publisher, record_id, late = await _tracked(store, 1)
+    unwritable = Unwritable(store)
+
+    late.set_result(receipt("e-1"))
+    await relay.settle_late()
+    await relay.run_round()
+    unwritable.failing = False
+    await relay.run_round()
+
+    assert publisher.published == ["e-2"]  # e-1 was acknowledged late: never sent again
+    record = await store.get(record_id)
+    assert record is not None
+    assert record.status is Status.DELIVERED
+
+
 # --- one relay replays per store --------------------------------------------------------------
 
 

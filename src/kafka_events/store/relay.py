@@ -18,8 +18,19 @@ One relay replays per store at a time: the one that holds the store's relay leas
 takes over at its next round when the holder stops or dies. Records recorded by a standing-by
 process wait for the holder's next round (`interval_ms`).
 
+A record that Kafka acknowledged is never published again because the store could not be
+told: when `mark_delivered` fails (the store is full, locked or gone), the acknowledgement is
+kept in memory (`unmarked`) and the relay retries the *store write* at the start of each
+round, not the publish. The records behind it go on being published; at most
+`2 * batch_size` acknowledgements are held this way, after which the relay publishes nothing
+more until the store takes them. `/health/ready` reports the store as failing meanwhile.
+
 At least once: a crash after Kafka acknowledged a record but before the store marked it
-delivered sends it again on restart (same event id; consumers deduplicate).
+delivered (including acknowledgements still held in memory) sends it again on restart (same
+event id; consumers deduplicate).
+
+The loop runs under a `Supervisor` (`kafka_events.supervision`): a round that raises is
+logged and backed off; if the loop dies all the same it is started again.
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ from kafka_events.metrics import Metrics
 from kafka_events.producer.publish import KafkaPublisher
 from kafka_events.receipts import DeliveryReceipt
 from kafka_events.store.base import Lease, MessageStore, Status, StoredMessage
+from kafka_events.supervision import Supervisor, TaskState
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +82,16 @@ class Relay:
         self._publishers = publishers
         self._settings = settings
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._supervisor = Supervisor(
+            "the relay",
+            self._run,
+            backoff_max_ms=settings.backoff_max_ms,
+            restarts_counter=self._metrics.task_restarts.labels("relay"),
+        )
         self._backoff_s = 0.0
+        # record id -> Kafka's receipt, for records the store could not mark delivered yet
+        self._unmarked: dict[str, DeliveryReceipt] = {}
+        self.store_failing = False  # the last store write failed
         # record id -> the late outcome of an attempt still in flight (see module doc)
         self._in_flight: dict[str, asyncio.Future[Any]] = {}
         self._late_updates: set[asyncio.Task[None]] = set()
@@ -85,7 +105,17 @@ class Relay:
         if self._lease is None:
             self._lease = self._store.lease()
         self._wake.set()  # a first round at once: records left from before a restart
-        self._task = asyncio.create_task(self._run(), name="kafka-relay")
+        self._supervisor.start()
+
+    @property
+    def state(self) -> TaskState:
+        """The supervised loop's: `running`, or `restarting` after it died."""
+        return self._supervisor.state
+
+    @property
+    def unmarked(self) -> int:
+        """Records Kafka acknowledged whose delivery the store has not taken yet."""
+        return len(self._unmarked)
 
     def track(self, record_id: str, in_flight: asyncio.Future[Any]) -> None:
         """Hold `record_id` back while its earlier attempt is in flight; settle it after."""
@@ -120,19 +150,21 @@ class Relay:
                 receipt.partition,
                 receipt.offset,
             )
-        except (errors.StoreError, OSError, TimeoutError):
-            logger.exception("record %s: could not mark its late delivery", record_id)
+        except (errors.StoreError, OSError, TimeoutError) as error:
+            self._keep_unmarked(record_id, receipt, error)
         finally:
             self._in_flight.pop(record_id, None)
 
     async def stop(self) -> None:
         """Stop after the publish in hand (bounded by its policy's deadline)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._supervisor.stop()
         await self.settle_late()
+        if self._unmarked and not await self._mark_unmarked():
+            logger.error(
+                "%d records acknowledged by Kafka could not be marked delivered in the store: "
+                "they are published again after a restart (same event ids)",
+                len(self._unmarked),
+            )
         if self._lease is not None:
             await self._lease.release()  # another process's relay may take over now
             if self._replaying:
@@ -195,14 +227,52 @@ class Relay:
             self._replaying = replaying
             self._metrics.relay_replaying.set(1 if replaying else 0)
 
+    def _keep_unmarked(self, record_id: str, receipt: DeliveryReceipt, error: Exception) -> None:
+        """Kafka has the record, the store does not know yet: hold the receipt, not the record."""
+        self._unmarked[record_id] = receipt
+        self._metrics.relay_unmarked.set(len(self._unmarked))
+        self.store_failing = True
+        logger.warning(
+            "record %s was acknowledged (%s[%s]@%s) but the store could not mark it delivered "
+            "(%s): it is not published again; the store write is retried",
+            record_id,
+            receipt.topic,
+            receipt.partition,
+            receipt.offset,
+            type(error).__name__,
+        )
+
+    async def _mark_unmarked(self) -> bool:
+        """Tell the store of the acknowledgements it missed; False if it still fails."""
+        for record_id, receipt in list(self._unmarked.items()):
+            try:
+                async with asyncio.timeout(STORE_TIMEOUT_S):
+                    await self._store.mark_delivered(record_id, receipt)
+            except (errors.StoreError, OSError, TimeoutError) as error:
+                logger.warning(
+                    "the store still cannot mark %d acknowledged records delivered (%s)",
+                    len(self._unmarked),
+                    type(error).__name__,
+                )
+                return False
+            del self._unmarked[record_id]
+            self._metrics.relay_unmarked.set(len(self._unmarked))
+        self.store_failing = False
+        return True
+
     async def run_round(self) -> RoundResult:
         """Publish one batch of pending records, oldest first; stop at the first failure."""
         result = RoundResult()
+        full = 2 * self._settings.batch_size  # hold no more in memory: wait for the store
+        if self._unmarked and not await self._mark_unmarked() and len(self._unmarked) >= full:
+            return RoundResult(failed=1)
+        # past the records held back, so that they do not hold up the rest
+        held_back = len(self._in_flight) + len(self._unmarked)
         for record in await self._store.list(
-            status=Status.PENDING, limit=self._settings.batch_size
+            status=Status.PENDING, limit=self._settings.batch_size + held_back
         ):
-            if record.id in self._in_flight:
-                continue  # an earlier attempt may still be written: wait for its outcome
+            if record.id in self._in_flight or record.id in self._unmarked:
+                continue  # in flight: wait for its outcome; unmarked: Kafka has it
             with context.bound(
                 event_id=record.event_id, correlation_id=context.correlation_id_in(record.headers)
             ):
@@ -258,5 +328,11 @@ class Relay:
                 )
                 return "abandoned"
             return "failed"
-        await self._store.mark_delivered(record.id, receipt)
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT_S):
+                await self._store.mark_delivered(record.id, receipt)
+        except (errors.StoreError, OSError, TimeoutError) as error:
+            self._keep_unmarked(record.id, receipt, error)
+        else:
+            self.store_failing = False
         return "delivered"
