@@ -226,7 +226,7 @@ class VerificationEmailWorker:
             return _outcome(ReplyStatus.SENT, event_id)
         found = await tools.database(tools.handled.get(event_id))
         if found is not None:
-            return self._known_outcome(event_id, ReplyStatus(found.status), where)
+            return self._known_outcome(event_id, found.status, where)
 
         progress = Progress()
         try:
@@ -269,9 +269,9 @@ class VerificationEmailWorker:
         logger.info("event %s (%s): email sent (attempt %d)", event_id, where, attempts)
         return _outcome(ReplyStatus.SENT, event_id, attempts)
 
-    def _known_outcome(self, event_id: str, status: ReplyStatus, where: str) -> Outcome:
+    def _known_outcome(self, event_id: str, status: str, where: str) -> Outcome:
         """The outcome of an event handled before: a duplicate, or still unknown."""
-        if status is ReplyStatus.UNKNOWN:
+        if status == ReplyStatus.UNKNOWN.value:
             # dead-lettered again: the first dead letter may not have been written
             logger.warning(
                 "event %s (%s): its outcome is unknown (recorded), not sent again; "
