@@ -239,7 +239,11 @@ class SmtpSettings(_Section):
     username: str | None = None
     password: SecretStr | None = None
     sender: str = "no-reply@example.com"
+    # each step of a send (connect, TLS, each command) but the wait for the final reply
     timeout_ms: PositiveMs = 10000
+    # the wait for the reply to the final "." of DATA: the server has the message by then, so
+    # giving up makes the outcome unknown (RFC 5321 4.5.3.2.6 suggests 10 minutes; see the docs)
+    final_reply_timeout_ms: PositiveMs = 120000
 
     @field_validator("sender")
     @classmethod
@@ -253,6 +257,16 @@ class SmtpSettings(_Section):
     def _credentials(self) -> Self:
         if (self.username is None) != (self.password is None):
             raise ValueError("SMTP__USERNAME and SMTP__PASSWORD go together: set both or neither")
+        return self
+
+    @model_validator(mode="after")
+    def _final_reply(self) -> Self:
+        if self.final_reply_timeout_ms < self.timeout_ms:
+            raise ValueError(
+                f"SMTP__FINAL_REPLY_TIMEOUT_MS ({self.final_reply_timeout_ms}) must not be "
+                f"shorter than SMTP__TIMEOUT_MS ({self.timeout_ms}): after the final dot the "
+                "server has the message, and giving up early leaves its outcome unknown"
+            )
         return self
 
 

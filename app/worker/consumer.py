@@ -6,21 +6,31 @@ handler, for one record:
 
 1. Its value is parsed. A poison record (no value, not JSON, not this event) goes to the
    dead-letter topic at once, with `dlq_attempts=0`.
-2. An event id found in `handled_events` is a duplicate: nothing is sent.
-3. The email is sent; a transient failure (SMTP down, timeout, 4xx) is retried with
-   exponential backoff and jitter, at most `WORKER__MAX_ATTEMPTS` attempts in all; what still
-   fails, or fails permanently (5xx), goes to the dead-letter topic.
-4. After the email went out, the event id is recorded in `handled_events`.
+2. An event id found in `handled_events` is not sent again: `duplicate`, or, if its outcome
+   was recorded as unknown, `unknown` (dead-lettered again).
+3. The email is sent (`app.worker.sending`): a transient failure before the final "." of
+   DATA, or a 4xx answer, is retried within `WORKER__MAX_ATTEMPTS` attempts; what still fails,
+   or fails permanently (5xx), goes to the dead-letter topic.
+4. After the email went out, the event id is recorded in `handled_events` as `sent`.
+5. If the final "." was sent and no reply came (connection lost, or nothing within
+   `SMTP__FINAL_REPLY_TIMEOUT_MS`), the server may have queued the email: it is recorded as
+   `unknown`, never sent again by the worker, logged at ERROR and dead-lettered with
+   `dlq_error_type=smtp_outcome_unknown` for an operator to resolve. At most once, for this
+   case: a second email is worse than none plus an alert (docs: "Delivery guarantees").
 
-Then the runner replies, if the record asked for it (`sent`, `failed` or `duplicate`), and
-commits. Guarantees: at least once. A crash before step 4 sends the email again on restart;
-after it, the duplicate is recognised. If Kafka or the database fails during a record, the
-record is not committed: the runner seeks back to it and tries again after a capped backoff.
+Then the runner replies, if the record asked for it (`sent`, `failed`, `duplicate` or
+`unknown`), and commits. A crash between the server's 250 and step 4 sends the email again on
+restart (at least once, with the same Message-ID); after it, the duplicate is recognised. If
+Kafka or the database fails during a record, the record is not committed: the runner seeks
+back to it and tries again after a capped backoff; an email already sent (or unknown) whose
+record the database refused is remembered by this process and recorded, not sent, then.
 
-Every wait is bounded: each SMTP step (`SMTP__TIMEOUT_MS`), each produce
-(`WORKER__PRODUCE_TIMEOUT_MS`), each commit and database step (`WORKER__COMMIT_TIMEOUT_MS`),
-start-up (`WORKER__START_TIMEOUT_MS`) and shutdown (`WORKER__SHUTDOWN_TIMEOUT_MS` for the
-record in hand, then the commit and produce deadlines to leave the group and flush).
+Every wait is bounded: each SMTP step (`SMTP__TIMEOUT_MS`), the final reply
+(`SMTP__FINAL_REPLY_TIMEOUT_MS`), each produce (`WORKER__PRODUCE_TIMEOUT_MS`), each commit and
+database step (`WORKER__COMMIT_TIMEOUT_MS`), start-up (`WORKER__START_TIMEOUT_MS`) and shutdown
+(`WORKER__SHUTDOWN_TIMEOUT_MS` for the record in hand, then the commit and produce deadlines
+to leave the group and flush). A stop that cuts the wait for a final reply short records the
+event as unknown first.
 
 With tracing on (`TRACING__ENABLED`), each record is handled in a CONSUMER span, a child of
 the producer's span whose context the record carries; the email and the reply are its
@@ -29,32 +39,26 @@ children, and the reply carries the context on (`kafka_events.tracing`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from email.errors import MessageError
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 from app import metrics
 from app.config import Settings
 from app.telemetry import Tracing
 from app.worker import messages
-from app.worker.mailer import Mailer, SendError, build_email, make_mailer
-from app.worker.messages import ReplyStatus, shorten
+from app.worker.mailer import OUTCOME_UNKNOWN, Mailer, OutcomeUnknown, Progress, make_mailer
+from app.worker.messages import ReplyStatus
+from app.worker.sending import ATTEMPT_STEPS, EmailSender, SendFailed, attempt_window_ms
 from kafka_events import context
-from kafka_events import tracing as kafka_tracing
 from kafka_events.consumer import (
     ConsumerConfig,
     ConsumerRunner,
     HandledEvents,
     Outcome,
+    RetryLater,
     RunnerState,
     Tools,
 )
@@ -67,11 +71,8 @@ logger = logging.getLogger(__name__)
 WorkerState = RunnerState
 
 
-class _SendFailed(Exception):
-    def __init__(self, error: SendError, attempts: int) -> None:
-        super().__init__(error.detail)
-        self.error = error
-        self.attempts = attempts
+# event ids sent (or unknown) whose record the database refused, until it takes them
+_UNRECORDED_MAX = 1000
 
 
 def _outcome(
@@ -91,7 +92,14 @@ def _outcome(
         attempts=attempts,
         error_type=error_type,
         detail=detail,
-        dead_letter=status is ReplyStatus.FAILED,
+        dead_letter=status in (ReplyStatus.FAILED, ReplyStatus.UNKNOWN),
+    )
+
+
+def _unknown(event_id: str, attempts: int, detail: str) -> Outcome:
+    # counted by the runner as kafka_events_worker_records_total{outcome="unknown"}
+    return _outcome(
+        ReplyStatus.UNKNOWN, event_id, attempts, error_type=OUTCOME_UNKNOWN, detail=detail
     )
 
 
@@ -113,7 +121,13 @@ class VerificationEmailWorker:
             exporter=span_exporter,
         )
         self._worker = settings.worker
-        self._mailer = mailer or make_mailer(settings.smtp)
+        self._sender = EmailSender(
+            mailer or make_mailer(settings.smtp),
+            settings.smtp,
+            settings.worker,
+            settings.smtp.sender,
+        )
+        self._unrecorded: dict[str, ReplyStatus] = {}
         worker = settings.worker
         self._runner = ConsumerRunner(
             settings.kafka,
@@ -168,15 +182,15 @@ class VerificationEmailWorker:
 
     def _warn_if_poll_interval_too_short(self) -> None:
         worker, smtp = self._worker, self._settings.smtp
-        # a generous bound: each attempt's few SMTP steps, each pause at most BACKOFF_MAX_MS
-        worst_ms = worker.max_attempts * (4 * smtp.timeout_ms + worker.backoff_max_ms)
-        worst_ms += 2 * worker.produce_timeout_ms + 2 * worker.commit_timeout_ms
-        if worst_ms >= worker.max_poll_interval_ms:
+        if attempt_window_ms(smtp, worker) == 0:
             logger.warning(
-                "one record may take up to %d ms (MAX_ATTEMPTS x (SMTP steps + BACKOFF_MAX_MS)), "
-                "more than WORKER__MAX_POLL_INTERVAL_MS=%d: the group may drop this worker "
-                "mid-record (the record is then handled again, deduplicated)",
-                worst_ms,
+                "one attempt may take up to %d ms (%d x SMTP__TIMEOUT_MS + "
+                "SMTP__FINAL_REPLY_TIMEOUT_MS), too long for WORKER__MAX_POLL_INTERVAL_MS=%d "
+                "once the dead letter, reply and commit are counted: each email gets one "
+                "attempt, and a slow one may outlast the group's patience (the record is then "
+                "handled by another member, which may send it again)",
+                ATTEMPT_STEPS * smtp.timeout_ms + smtp.final_reply_timeout_ms,
+                ATTEMPT_STEPS,
                 worker.max_poll_interval_ms,
             )
 
@@ -203,13 +217,33 @@ class VerificationEmailWorker:
         event_id = event.event_id
         context.event_id.set(event_id)  # the value's id, should the header lack it (reset after)
         assert tools.handled is not None
-        if await tools.database(tools.handled.get(event_id)) is not None:
-            logger.info("event %s (%s): already handled, not sent again", event_id, where)
-            return _outcome(ReplyStatus.DUPLICATE, event_id)
+        if (known := self._unrecorded.get(event_id)) is not None:
+            # sent (or unknown) by this process, then the database failed: record it, never resend
+            await self._record(record, tools, event_id, known)
+            logger.info("event %s (%s): %s earlier, recorded now", event_id, where, known.value)
+            if known is ReplyStatus.UNKNOWN:
+                return _unknown(event_id, 0, "outcome unknown earlier; not sent again")
+            return _outcome(ReplyStatus.SENT, event_id)
+        found = await tools.database(tools.handled.get(event_id))
+        if found is not None:
+            return self._known_outcome(event_id, found.status, where)
 
+        progress = Progress()
         try:
-            attempts = await self._send(event, tools)
-        except _SendFailed as failed:
+            attempts = await self._sender.send(event, tools, progress)
+        except SendFailed as failed:
+            if isinstance(failed.error, OutcomeUnknown):
+                await self._record(record, tools, event_id, ReplyStatus.UNKNOWN)
+                logger.error(
+                    "event %s (%s): outcome unknown after %d attempt(s), recorded as unknown, "
+                    "not sent again, dead-lettering as %s: %s",
+                    event_id,
+                    where,
+                    failed.attempts,
+                    OUTCOME_UNKNOWN,
+                    failed.error.detail,
+                )
+                return _unknown(event_id, failed.attempts, failed.error.detail)
             cause = failed.error
             logger.warning(
                 "event %s (%s): not sent after %d attempt(s), dead-lettering: %s: %s",
@@ -226,71 +260,71 @@ class VerificationEmailWorker:
                 error_type=cause.error_type,
                 detail=cause.detail,
             )
+        except asyncio.CancelledError:
+            if progress.data_sent:  # stopped while waiting for the final reply
+                await self._record_on_cancel(record, tools, event_id)
+            raise
 
-        await tools.database(
-            tools.handled.record(
-                event_id,
-                status=ReplyStatus.SENT.value,
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-            )
-        )
+        await self._record(record, tools, event_id, ReplyStatus.SENT)
         logger.info("event %s (%s): email sent (attempt %d)", event_id, where, attempts)
         return _outcome(ReplyStatus.SENT, event_id, attempts)
 
-    async def _send(self, event: messages.VerificationEmailEvent, tools: Tools) -> int:
-        """Send the event's email; returns the number of attempts it took.
+    def _known_outcome(self, event_id: str, status: str, where: str) -> Outcome:
+        """The outcome of an event handled before: a duplicate, or still unknown."""
+        if status == ReplyStatus.UNKNOWN.value:
+            # dead-lettered again: the first dead letter may not have been written
+            logger.warning(
+                "event %s (%s): its outcome is unknown (recorded), not sent again; "
+                "dead-lettering as %s",
+                event_id,
+                where,
+                OUTCOME_UNKNOWN,
+            )
+            return _unknown(event_id, 0, "recorded as unknown before; not sent again")
+        logger.info("event %s (%s): already handled, not sent again", event_id, where)
+        return _outcome(ReplyStatus.DUPLICATE, event_id)
+
+    async def _record(self, record: Any, tools: Tools, event_id: str, status: ReplyStatus) -> None:
+        """Record `event_id` as handled with `status`, or remember it until that works.
 
         Raises:
-            _SendFailed: a permanent failure, or MAX_ATTEMPTS transient ones.
-            Stopping: stop() was called during a pause between attempts.
+            RetryLater: the database failed; the record is handled again, and this process
+                then records it without sending (a restart in between forgets it).
         """
-        worker = self._worker
+        assert tools.handled is not None
         try:
-            email = build_email(event, self._settings.smtp.sender)
-        except (ValueError, MessageError) as error:  # an address the email package refuses
-            failure = SendError(type(error).__name__, shorten(str(error)), transient=False)
-            raise _SendFailed(failure, 0) from None
-
-        def log_retry(state: RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            logger.warning(
-                "event %s: attempt %d of %d failed (%s); next in %.1fs",
-                event.event_id,
-                state.attempt_number,
-                worker.max_attempts,
-                error.detail if isinstance(error, SendError) else repr(error),
-                state.upcoming_sleep,
+            await tools.database(
+                tools.handled.record(
+                    event_id,
+                    status=status.value,
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
             )
+        except RetryLater:
+            self._unrecorded[event_id] = status
+            while len(self._unrecorded) > _UNRECORDED_MAX:
+                self._unrecorded.pop(next(iter(self._unrecorded)))
+            raise
+        self._unrecorded.pop(event_id, None)
 
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(worker.max_attempts),
-            wait=wait_exponential_jitter(
-                multiplier=worker.backoff_initial_ms / 1000,
-                max=worker.backoff_max_ms / 1000,
-                jitter=worker.backoff_initial_ms / 1000,
-            ),
-            retry=retry_if_exception(lambda e: isinstance(e, SendError) and e.transient),
-            sleep=tools.sleep,
-            before_sleep=log_retry,
-            reraise=True,
+    async def _record_on_cancel(self, record: Any, tools: Tools, event_id: str) -> None:
+        # The task is being cancelled (stop() ran out of WORKER__SHUTDOWN_TIMEOUT_MS) after the
+        # final dot: the record stays uncommitted, and without this its next reader would send
+        # it again. One bounded database step, then the cancellation goes on.
+        try:
+            await self._record(record, tools, event_id, ReplyStatus.UNKNOWN)
+        except RetryLater as error:
+            logger.error(
+                "event %s: stopped while waiting for the final SMTP reply, and it could not be "
+                "recorded as unknown (%s): it may be sent again",
+                event_id,
+                error,
+            )
+            return
+        logger.error(
+            "event %s: stopped while waiting for the final SMTP reply: recorded as unknown, "
+            "not sent again",
+            event_id,
         )
-        with kafka_tracing.step(tools.tracer, "send email") as span:
-            try:
-                async for attempt in retrying:
-                    with attempt:
-                        try:
-                            await self._mailer.send(email)
-                        except SendError:
-                            metrics.WORKER_EMAIL_ATTEMPTS.labels("failed").inc()
-                            raise
-                        metrics.WORKER_EMAIL_ATTEMPTS.labels("sent").inc()
-            except SendError as error:
-                attempts = int(retrying.statistics.get("attempt_number", 1))
-                span.set_attribute(kafka_tracing.ATTEMPTS, attempts)
-                kafka_tracing.failed(span, error.error_type)
-                raise _SendFailed(error, attempts) from None
-            attempts = int(retrying.statistics.get("attempt_number", 1))
-            span.set_attribute(kafka_tracing.ATTEMPTS, attempts)
-        return attempts

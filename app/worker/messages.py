@@ -15,7 +15,7 @@ record is handled (`app.logs`). Optionally, request-reply headers (the names Spr
 Out:
 - a reply: key = the correlation id, headers `kafka_correlationId`, `event_id` and (when the
   request had one) `correlation_id`, JSON value
-  `{"event_id", "status": "sent" | "failed" | "duplicate", "detail", "handled_at"}`;
+  `{"event_id", "status": "sent" | "failed" | "duplicate" | "unknown", "detail", "handled_at"}`;
 - a dead letter: the original key, value and headers, plus `dlq_error_type`, `dlq_error`,
   `dlq_attempts`, `dlq_source_topic`, `dlq_source_partition`, `dlq_source_offset`.
 """
@@ -66,6 +66,9 @@ class ReplyStatus(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     DUPLICATE = "duplicate"
+    # the server got the whole message but gave no final reply: it may have been delivered;
+    # recorded so that it is not sent again, and dead-lettered for an operator to resolve
+    UNKNOWN = "unknown"
 
 
 class VerificationEmailEvent(BaseModel):

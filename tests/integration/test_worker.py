@@ -8,17 +8,13 @@ consumer group and database.
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import json
 import logging
 import os
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -26,80 +22,41 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
-from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
-from aiosmtpd.controller import Controller
+from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from prometheus_client import REGISTRY
 
-from app.config import Settings, SmtpBackend, SmtpSettings, WorkerSettings
-from app.verification.events import VerificationEmailRequested
+from app.config import SmtpBackend, SmtpSettings
 from app.worker.consumer import VerificationEmailWorker, WorkerState
-from app.worker.mailer import SUBJECT, SendError, SmtpMailer
+from app.worker.mailer import SUBJECT, Progress, SendError, SmtpMailer
 from devtools.kafka import KafkaCluster
 from kafka_events.consumer import HandledEvents
 from tests.helpers.kafka import create_topic, read_all, read_at
-from tests.helpers.service import make_settings
 from tests.helpers.service import running_app as running_api
+
+# re-exported for tests/integration/test_logs.py, which imports them from here
+from tests.helpers.smtp import Inbox as Inbox
+from tests.helpers.smtp import smtp_server as smtp_server
 from tests.helpers.waiting import closed_port, eventually, repo_root
+from tests.helpers.worker import (
+    LINK,
+    Topics,
+    as_record,
+    committed,
+    create_topics,
+    event,
+    headers_of,
+    publish,
+    reply_headers,
+    running_worker,
+    wait_committed,
+    worker_settings,
+)
 
 pytestmark = pytest.mark.kafka
 
-LINK = "https://app.example.com/verify?token=abc123"
 
-
-# --- a real SMTP server ---------------------------------------------------------------------
-
-
-@dataclass
-class Inbox:
-    """An aiosmtpd handler: keeps what it accepts; refuses recipients with `refuse` if set.
-
-    It runs on the server's own thread and loop; the test reads its lists (appends are atomic).
-    """
-
-    refuse: str | None = None
-    data_delay_s: float = 0.0
-    messages: list[EmailMessage] = field(default_factory=list)
-    recipients_seen: list[str] = field(default_factory=list)
-
-    async def handle_RCPT(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        address: str,
-        rcpt_options: list[str],
-    ) -> str:
-        self.recipients_seen.append(address)
-        if self.refuse is not None:
-            return self.refuse
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if self.data_delay_s:
-            await asyncio.sleep(self.data_delay_s)
-        content = envelope.original_content or b""
-        parsed = email.message_from_bytes(content, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        self.messages.append(parsed)
-        return "250 Message accepted for delivery"
-
-    def to(self, address: str) -> list[EmailMessage]:
-        return [m for m in self.messages if m["To"] == address]
-
-
-@contextmanager
-def smtp_server(inbox: Inbox, **smtp_options: Any) -> Iterator[int]:
-    """An SMTP server on a free loopback port, delivering to `inbox`; yields its port."""
-    port = closed_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port, **smtp_options)
-    controller.start()
-    try:
-        yield port
-    finally:
-        controller.stop()
+# --- fixtures --------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -113,123 +70,9 @@ def smtp_port(inbox: Inbox) -> Iterator[int]:
         yield port
 
 
-# --- topics, settings, the worker -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Topics:
-    source: str
-    dead_letters: str
-    group: str
-
-
 @pytest.fixture
 async def topics(kafka_broker: KafkaCluster, topic_name: str) -> Topics:
-    bootstrap = kafka_broker.bootstrap_servers
-    await create_topic(bootstrap, topic_name, partitions=1)
-    await create_topic(bootstrap, f"{topic_name}.dlq", partitions=1)
-    return Topics(topic_name, f"{topic_name}.dlq", f"g-{topic_name}")
-
-
-def worker_settings(
-    bootstrap: str,
-    topics: Topics,
-    smtp_port: int,
-    *,
-    store_url: str | None = None,
-    group: str | None = None,
-    **worker: Any,
-) -> Settings:
-    base = make_settings(bootstrap, topics.source, store_url=store_url)
-    return base.model_copy(
-        update={
-            "smtp": SmtpSettings(
-                backend=SmtpBackend.SMTP, host="127.0.0.1", port=smtp_port, timeout_ms=5000
-            ),
-            "worker": WorkerSettings.model_validate(
-                {
-                    "group_id": group or topics.group,
-                    "dead_letter_topic": topics.dead_letters,
-                    "max_attempts": 3,
-                    "backoff_initial_ms": 50,
-                    "backoff_max_ms": 200,
-                    "produce_timeout_ms": 10000,
-                    **worker,
-                }
-            ),
-        }
-    )
-
-
-@asynccontextmanager
-async def running_worker(settings: Settings) -> AsyncIterator[VerificationEmailWorker]:
-    worker = VerificationEmailWorker(settings)
-    await worker.start()
-    try:
-        yield worker
-    finally:
-        await worker.stop()
-
-
-def event(address: str = "ada@example.com", **fields: Any) -> VerificationEmailRequested:
-    return VerificationEmailRequested(email=address, redirect_url=LINK, **fields)
-
-
-def reply_headers(
-    reply_topic: str, correlation_id: bytes, partition: int | None = None
-) -> list[tuple[str, bytes]]:
-    headers = [("kafka_replyTopic", reply_topic.encode()), ("kafka_correlationId", correlation_id)]
-    if partition is not None:
-        headers.append(("kafka_replyPartition", str(partition).encode()))
-    return headers
-
-
-async def publish(
-    bootstrap: str,
-    topic: str,
-    *records: tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]],
-) -> None:
-    """Publish (key, value, headers) records in order, each acknowledged by the broker."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        for key, value, headers in records:
-            await producer.send_and_wait(topic, value=value, key=key, headers=list(headers))
-    finally:
-        await producer.stop()
-
-
-def as_record(
-    requested: VerificationEmailRequested,
-    topic: str,
-    extra_headers: Sequence[tuple[str, bytes]] = (),
-    *,
-    correlation_id: str | None = None,
-) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
-    message = requested.to_message(topic, correlation_id=correlation_id)
-    return message.key, message.value, [*message.headers, *extra_headers]
-
-
-async def committed(bootstrap: str, group: str, topic: str) -> int:
-    """The group's committed offsets on `topic`, summed over its partitions (0 if none)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
-
-
-async def wait_committed(bootstrap: str, group: str, topic: str, expected: int) -> None:
-    async def done() -> bool:
-        return await committed(bootstrap, group, topic) >= expected
-
-    await eventually(done, timeout_s=30, interval_s=0.2)
-
-
-def headers_of(record: Any) -> dict[str, bytes]:
-    return dict(record.headers)
+    return await create_topics(kafka_broker.bootstrap_servers, topic_name)
 
 
 # --- the tests --------------------------------------------------------------------------------
@@ -618,8 +461,9 @@ async def test_the_smtp_mailer_calls_an_unreachable_server_a_transient_failure()
     message.set_content("x")
 
     with pytest.raises(SendError) as caught:
-        await mailer.send(message)
+        await mailer.send(message, progress := Progress())
 
+    assert not progress.data_sent
     assert caught.value.transient
 
 

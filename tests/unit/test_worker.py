@@ -23,7 +23,14 @@ from app.config import (
 from app.verification import events
 from app.verification.events import VerificationEmailRequested
 from app.worker import messages
-from app.worker.mailer import SUBJECT, LogMailer, SmtpMailer, build_email, make_mailer
+from app.worker.mailer import (
+    SUBJECT,
+    LogMailer,
+    Progress,
+    SmtpMailer,
+    build_email,
+    make_mailer,
+)
 from app.worker.messages import (
     InvalidReplyHeaders,
     PoisonMessage,
@@ -31,6 +38,7 @@ from app.worker.messages import (
     ReplyStatus,
     VerificationEmailEvent,
 )
+from app.worker.sending import ATTEMPT_STEPS, attempt_window_ms
 from kafka_events.messages import header
 
 LINK = "https://app.example.com/verify?token=abc&next=%2Fhome"
@@ -244,7 +252,7 @@ async def test_the_log_mailer_logs_the_email(caplog: pytest.LogCaptureFixture) -
     email = build_email(messages.parse_event(_value()), "no-reply@example.com")
 
     with caplog.at_level(logging.INFO, logger="app.worker.mailer"):
-        await LogMailer().send(email)
+        await LogMailer().send(email, Progress())
 
     assert "ada@example.com" in caplog.text
     assert LINK in caplog.text
@@ -282,6 +290,10 @@ def test_the_smtp_password_is_never_shown() -> None:
             "must not exceed WORKER__BACKOFF_MAX_MS",
         ),
         ({"WORKER__MAX_ATTEMPTS": "0"}, "WORKER__MAX_ATTEMPTS"),
+        (
+            {"SMTP__TIMEOUT_MS": "5000", "SMTP__FINAL_REPLY_TIMEOUT_MS": "1000"},
+            "SMTP__FINAL_REPLY_TIMEOUT_MS .* must not be shorter than SMTP__TIMEOUT_MS",
+        ),
     ],
 )
 def test_invalid_worker_settings_are_named(
@@ -299,3 +311,27 @@ def test_worker_settings_are_frozen() -> None:
     worker = WorkerSettings()
     with pytest.raises(ValueError, match="frozen"):
         worker.max_attempts = 9  # type: ignore[misc]
+
+
+def test_the_final_reply_is_waited_for_longer_than_a_command_by_default() -> None:
+    smtp = SmtpSettings()
+
+    assert (smtp.timeout_ms, smtp.final_reply_timeout_ms) == (10000, 120000)
+
+
+def test_by_default_attempts_may_start_for_100_s_and_the_record_ends_within_the_poll() -> None:
+    smtp, worker = SmtpSettings(), WorkerSettings()
+
+    window = attempt_window_ms(smtp, worker)
+    longest_attempt = ATTEMPT_STEPS * smtp.timeout_ms + smtp.final_reply_timeout_ms
+    after = 2 * (worker.produce_timeout_ms + worker.commit_timeout_ms)
+
+    assert window == 100000
+    assert window + longest_attempt + after == worker.max_poll_interval_ms
+
+
+def test_no_retry_is_allowed_when_one_attempt_could_outlast_the_poll_interval() -> None:
+    smtp = SmtpSettings(final_reply_timeout_ms=600000)  # RFC 5321's 10 minutes
+
+    assert attempt_window_ms(smtp, WorkerSettings()) == 0
+    assert attempt_window_ms(smtp, WorkerSettings(max_poll_interval_ms=900000)) > 0
