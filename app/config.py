@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.verification import hosts
 from kafka_events import (
     DEFAULT_POLICIES,
     KafkaConfig,
@@ -108,6 +109,18 @@ class KafkaSettings(KafkaConfig):
 class VerificationSettings(_Section):
     topic: TopicName = "send.verification.email"
     policy: PolicyName = PolicyName.REPLICATED
+    # Comma-separated hosts `redirect_url` may lead to (`*.example.com`: its subdomains); empty:
+    # any public host (a WARNING at start-up). See app/verification/hosts.py.
+    redirect_hosts: str = ""
+
+    @field_validator("redirect_hosts")
+    @classmethod
+    def _redirect_hosts(cls, value: str) -> str:
+        return ",".join(hosts.parse_allowed(value))
+
+    @property
+    def redirect_host_list(self) -> tuple[str, ...]:
+        return tuple(self.redirect_hosts.split(",")) if self.redirect_hosts else ()
 
 
 class ReplySettings(ReplyConfig):

@@ -1,4 +1,5 @@
-"""Application-wide dependencies (settings, the per-address rate limiter, the correlation id).
+"""Application-wide dependencies (settings, the per-address rate limiter, the correlation id),
+and the verification request with its redirect host checked against the settings.
 
 The library's own (`EventsDep`, `StoreDep`) come from `kafka_events.fastapi`.
 """
@@ -9,10 +10,13 @@ from typing import Annotated
 
 from asgi_correlation_id import correlation_id as request_correlation_id
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 
 from app.config import Settings as SettingsModel
 from app.ratelimit import EmailRateLimiter
 from app.state import AppState
+from app.verification import hosts
+from app.verification.schemas import VerificationEmailRequest
 
 
 async def get_app_state(request: Request) -> AppState:
@@ -45,3 +49,20 @@ async def get_correlation_id() -> str | None:
 
 
 CorrelationId = Annotated[str | None, Depends(get_correlation_id)]
+
+
+async def get_verification_request(
+    body: VerificationEmailRequest, settings: Settings
+) -> VerificationEmailRequest:
+    """The request body, once its `redirect_url` host passes `VERIFICATION__REDIRECT_HOSTS`
+    (`app.verification.hosts.refusal`); else a 422 like any other invalid field."""
+    assert body.redirect_url.host is not None  # the schema requires one
+    why = hosts.refusal(body.redirect_url.host, settings.verification.redirect_host_list)
+    if why is not None:
+        raise RequestValidationError(
+            [{"loc": ("body", "redirect_url"), "msg": why, "type": "redirect_host_refused"}]
+        )
+    return body
+
+
+VerificationRequest = Annotated[VerificationEmailRequest, Depends(get_verification_request)]

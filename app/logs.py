@@ -29,8 +29,13 @@ a request's task and the tasks it starts):
   worker binds it from there while it handles the record.
 - `event_id`: bound while a request dispatches its event, and while the worker handles it.
 
-No secret reaches a log line: secrets are `SecretStr` settings (masked in any repr), the store
-URL's repr hides its password, and settings errors name variables, never values.
+No secret reaches a log line, even one a client put in the wrong place. Secrets are `SecretStr`
+settings (masked in any repr), the store URL's repr hides its password, and settings errors name
+variables, never values. And both formatters pass every rendered line through
+`app.redaction.Redactor`, which masks each configured secret (in its encodings too), the values
+of query parameters and headers whose names look secret (`?token=`, `Authorization:`...) and URL
+passwords; uvicorn's access line gets its request target redacted before it is rendered. An
+uncaught exception is logged too (`sys.excepthook`), so its traceback is redacted like the rest.
 """
 
 from __future__ import annotations
@@ -40,13 +45,18 @@ import logging.config
 import sys
 import time
 import uuid
+from collections.abc import Iterable, Iterator
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote
 
 from asgi_correlation_id import CorrelationIdMiddleware
 from asgi_correlation_id import correlation_id as request_correlation_id
+from pydantic import SecretStr
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
+from app import redaction
 from app.config import LogFormat, Settings, SettingsError, load_settings
 from kafka_events import context
 from kafka_events.context import bound, correlation_id_in, valid_correlation_id
@@ -84,11 +94,30 @@ class ContextFilter(context.ContextFilter):
         return True
 
 
-class TextFormatter(logging.Formatter):
-    """`asctime level logger [ids]: message`; the bracket only when an id is known."""
+class AccessRedaction(logging.Filter):
+    """Redacts the request target of uvicorn's access lines (`redaction.request_target`) in the
+    record's arguments, which the JSON format also writes as the `path` field."""
 
-    def __init__(self) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+            target = args[2]
+            if isinstance(target, str):
+                record.args = (*args[:2], redaction.request_target(target), *args[3:])
+        return True
+
+
+def _redactor(secrets: Iterable[SecretStr]) -> redaction.Redactor:
+    return redaction.Redactor(secret.get_secret_value() for secret in secrets)
+
+
+class TextFormatter(logging.Formatter):
+    """`asctime level logger [ids]: message`; the bracket only when an id is known. The whole
+    line, traceback included, is redacted (`secrets`: the configured ones)."""
+
+    def __init__(self, secrets: Iterable[SecretStr] = ()) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s%(ids)s: %(message)s")
+        self.redactor = _redactor(secrets)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         ids = " ".join(
@@ -97,15 +126,20 @@ class TextFormatter(logging.Formatter):
         record.ids = f" [{ids}]" if ids else ""
         return super().formatMessage(record)
 
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redactor.text(super().format(record))
+
 
 class JsonLineFormatter(JsonFormatter):
-    """One JSON object per record; the timestamp in ISO 8601, UTC, first."""
+    """One JSON object per record; the timestamp in ISO 8601, UTC, first. Every string in it is
+    redacted (`secrets`: the configured ones)."""
 
     converter = staticmethod(time.gmtime)
     default_time_format = "%Y-%m-%dT%H:%M:%S"
     default_msec_format = "%s.%03dZ"
 
-    def __init__(self) -> None:
+    def __init__(self, secrets: Iterable[SecretStr] = ()) -> None:
+        self.redactor = _redactor(secrets)
         super().__init__(
             "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
             rename_fields={
@@ -127,6 +161,20 @@ class JsonLineFormatter(JsonFormatter):
         if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
             log_data.update(zip(_ACCESS_FIELDS, args, strict=True))
 
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        redacted = self._redacted(log_data)
+        assert isinstance(redacted, dict)
+        return redacted
+
+    def _redacted(self, value: object) -> object:
+        if isinstance(value, str):
+            return self.redactor.text(value)
+        if isinstance(value, dict):
+            return {key: self._redacted(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._redacted(item) for item in value]
+        return value
+
 
 # The arguments of uvicorn's access log record, in order.
 _ACCESS_FIELDS = ("client", "method", "path", "http_version", "status")
@@ -138,23 +186,56 @@ def level_of(settings: Settings, process: Process) -> str:
     return own or settings.log.level
 
 
+def configured_secrets(settings: Settings) -> Iterator[SecretStr]:
+    """Every secret value of `settings`, as the log lines could carry it."""
+    security = settings.kafka.security
+    smtp = settings.smtp
+    for secret in (
+        settings.admin.token,
+        smtp.password,
+        security.sasl_password,
+        security.ssl_key_password,
+    ):
+        if secret is not None:
+            yield secret
+    if smtp.username is not None and smtp.password is not None:
+        # AUTH PLAIN's credentials, which the exchange carries base64-encoded
+        yield SecretStr(f"\0{smtp.username}\0{smtp.password.get_secret_value()}")
+    yield from passwords_in_url(settings.store.url)
+
+
+def passwords_in_url(url: str) -> Iterator[SecretStr]:
+    """The password of `url`'s user info, as written and percent-decoded (as in
+    `app.config.url_without_password`, everything up to the last `@` is user info)."""
+    user_info, at, _ = url.partition("://")[2].rpartition("@")
+    _, colon, password = user_info.partition(":")
+    if at and colon and password:
+        yield SecretStr(password)
+        yield SecretStr(unquote(password))
+
+
 def logging_config(settings: Settings, process: Process) -> dict[str, Any]:
     """The `logging.config.dictConfig` configuration of `process` (picklable: uvicorn hands
-    it to each worker process it spawns)."""
+    it to each worker process it spawns). The configured secrets are in it, as `SecretStr`,
+    for the formatters to redact."""
     formatter = JsonLineFormatter if settings.log.format is LogFormat.JSON else TextFormatter
+    secrets = tuple(configured_secrets(settings))
     return {
         "version": 1,
         # loggers created at import time (every module's `logger`) must keep working
         "disable_existing_loggers": False,
-        "filters": {"context": {"()": ContextFilter}},
-        "formatters": {"default": {"()": formatter}},
+        "filters": {
+            "context": {"()": ContextFilter},
+            "access_redaction": {"()": AccessRedaction},
+        },
+        "formatters": {"default": {"()": formatter, "secrets": secrets}},
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stderr",
                 "formatter": "default",
                 # on the handler, not a logger: it then sees the records of every logger
-                "filters": ["context"],
+                "filters": ["context", "access_redaction"],
             }
         },
         "root": {"level": level_of(settings, process).upper(), "handlers": ["default"]},
@@ -175,7 +256,17 @@ def start(process: Process) -> Settings:
         raise SystemExit(2) from None
     logging.config.dictConfig(logging_config(settings, process))
     logging.captureWarnings(True)  # Python's warnings as log lines, in the same format
+    sys.excepthook = _log_uncaught  # a traceback as a log line, redacted like the others
     return settings
+
+
+def _log_uncaught(
+    kind: type[BaseException], error: BaseException, trace: TracebackType | None
+) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, trace)
+        return
+    logging.getLogger("app").critical("uncaught exception", exc_info=(kind, error, trace))
 
 
 def install(app: FastAPI) -> None:

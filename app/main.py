@@ -24,6 +24,7 @@ from app.middleware import BodySizeLimit
 from app.ratelimit import EmailRateLimiter
 from app.state import AppState
 from app.telemetry import Tracing
+from app.verification import hosts
 from app.verification.router import router as verification_router
 from kafka_events import AccessRefused
 from kafka_events.fastapi import lifespan as kafka_lifespan
@@ -42,6 +43,8 @@ def create_app(
     `span_exporter` replaces the one `TRACING__EXPORTER` chooses (when tracing is on).
     """
     settings = settings or load_settings()
+    if not settings.verification.redirect_hosts:
+        logger.warning(hosts.OPEN_WARNING)
     tracing = Tracing(settings.tracing, exporter=span_exporter)
 
     @asynccontextmanager

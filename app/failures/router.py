@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Path, Query
 
 from app.dependencies import Settings
 from app.exceptions import (
@@ -15,12 +15,50 @@ from app.exceptions import (
     error_responses,
     responses_for,
 )
-from app.failures.schemas import CountBody, EventStatus, ReplayRequest, StoredRecord
+from app.failures.schemas import (
+    ID_MAX_LENGTH,
+    ID_PATTERN,
+    MAX_LIST_LIMIT,
+    MAX_SEQ,
+    CountBody,
+    EventStatus,
+    ReplayRequest,
+    StoredRecord,
+)
 from kafka_events.fastapi import EventsDep, StoreDep
 from kafka_events.store import Status, StoredMessage
 
 events_router = APIRouter(tags=["events"])
 admin_router = APIRouter(prefix="/admin", tags=["admin"])
+
+# Every parameter is bounded (a value out of bounds gets 422, never a 500 from the store).
+EventId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=ID_MAX_LENGTH,
+        pattern=ID_PATTERN,
+        description="The event id of the `202` or `503` answer.",
+    ),
+]
+RecordId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=ID_MAX_LENGTH,
+        pattern=ID_PATTERN,
+        description="The `record_id` of a `503` answer or of a listed message.",
+    ),
+]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT, description="At most this many messages.")]
+AfterSeq = Annotated[
+    int,
+    Query(
+        ge=0,
+        le=MAX_SEQ,
+        description="Only messages stored after this position (`seq`), to page through them.",
+    ),
+]
 
 
 @events_router.get(
@@ -29,7 +67,7 @@ admin_router = APIRouter(prefix="/admin", tags=["admin"])
     summary="Status of a stored event",
     responses={**error_responses(404), **responses_for(RequestInvalid)},
 )
-async def get_event(*, event_id: str, store: StoreDep) -> EventStatus:
+async def get_event(*, event_id: EventId, store: StoreDep) -> EventStatus:
     """Status of an event that went through the store (outbox, or a recorded failure)."""
     record = await store.find_event(event_id)
     if record is None:
@@ -62,6 +100,7 @@ Admin = Depends(require_admin)
 def _record(record: StoredMessage) -> StoredRecord:
     return StoredRecord(
         **EventStatus.of(record).model_dump(),
+        seq=record.seq,
         error=record.error,
         key=record.key.decode(errors="replace") if record.key is not None else None,
     )
@@ -75,10 +114,9 @@ def _record(record: StoredMessage) -> StoredRecord:
     responses={**error_responses(401, 403), **responses_for(RequestInvalid)},
 )
 async def list_messages(
-    *, store: StoreDep, status: Status | None = None, limit: int = 100, after_seq: int = 0
+    *, store: StoreDep, status: Status | None = None, limit: Limit = 100, after_seq: AfterSeq = 0
 ) -> list[StoredRecord]:
     """Stored messages in the order they were stored, optionally of one status."""
-    limit = max(1, min(limit, 1000))
     return [_record(r) for r in await store.list(status=status, limit=limit, after_seq=after_seq)]
 
 
@@ -89,7 +127,7 @@ async def list_messages(
     summary="Show one stored message",
     responses={**error_responses(401, 403, 404), **responses_for(RequestInvalid)},
 )
-async def show_message(*, record_id: str, store: StoreDep) -> StoredRecord:
+async def show_message(*, record_id: RecordId, store: StoreDep) -> StoredRecord:
     """One stored message, with its last error."""
     record = await store.get(record_id)
     if record is None:

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from kafka_events.store import StoredMessage
+
+# Bounds of what a request may ask the store for, so that no value reaches the database that it
+# cannot take (a 500 otherwise). Ids: the store's are UUIDs; any id is at most 64 characters (the
+# event_id column) of letters, digits and `. _ : -`, never a NUL, which PostgreSQL's text refuses.
+ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
+ID_MAX_LENGTH = 64
+# `seq` is an INTEGER column: 32 bits on PostgreSQL (SQLite's takes 64), so no stored seq is larger.
+MAX_SEQ = 2**31 - 1
+MAX_LIST_LIMIT = 1000
+
+StoredId = Annotated[
+    str, StringConstraints(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)
+]
 
 
 class EventStatus(BaseModel):
@@ -74,6 +87,7 @@ class EventStatus(BaseModel):
 class StoredRecord(EventStatus):
     """A stored message with its error text, for operators."""
 
+    seq: int = Field(description="Its position in the store: give the last as `after_seq` to page.")
     error: str | None
     key: str | None = Field(description="The record key, decoded as UTF-8 (lossy).")
 
@@ -81,7 +95,7 @@ class StoredRecord(EventStatus):
 class ReplayRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[str] | None = Field(default=None, max_length=10000)
+    ids: list[StoredId] | None = Field(default=None, max_length=10000)
     all: bool = Field(default=False, description="Every abandoned record.")
 
 

@@ -7,13 +7,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response, status
 
 from app import exceptions, ratelimit
-from app.dependencies import CorrelationId, RateLimiter, Settings
+from app.dependencies import CorrelationId, RateLimiter, Settings, VerificationRequest
 from app.verification import service
 from app.verification.schemas import (
     VerificationEmailAccepted,
     VerificationEmailDelivered,
     VerificationEmailQueued,
-    VerificationEmailRequest,
     WorkerReply,
 )
 from kafka_events import DeliveryReceipt, QueuedReceipt, errors
@@ -53,7 +52,7 @@ router = APIRouter(tags=["verification emails"])
 )
 async def create_verification_email(
     *,
-    body: VerificationEmailRequest,
+    body: VerificationRequest,
     events: EventsDep,
     settings: Settings,
     rate_limiter: RateLimiter,

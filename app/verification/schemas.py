@@ -5,15 +5,80 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AnyUrl, BaseModel, ConfigDict, EmailStr, Field, UrlConstraints
+from pydantic import (
+    AfterValidator,
+    AnyUrl,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    UrlConstraints,
+)
 from pydantic.config import JsonDict
+from pydantic_core import PydanticCustomError
 
+from app.verification import hosts
 from kafka_events.receipts import DeliveryReceipt, QueuedReceipt
 
-# http(s) only, a host required, and short enough to fit in an email comfortably.
+LOCAL_PART_MAX_OCTETS = 64
+
+
+def _local_part_fits(address: str) -> str:
+    # email-validator checks the domain (253 octets, labels of 63) and the whole address (254);
+    # the local part's 64 octets (RFC 5321 4.5.3.1.1) only in its `strict` mode, and in
+    # characters, not octets.
+    size = len(address.rpartition("@")[0].encode())
+    if size > LOCAL_PART_MAX_OCTETS:
+        raise PydanticCustomError(
+            "email_local_part_too_long",
+            "value is not a valid email address: the part before the @-sign is {size} octets, "
+            "at most 64 are allowed (RFC 5321)",
+            {"size": size},
+        )
+    return address
+
+
+def _no_userinfo_and_rfc_lengths(url: AnyUrl) -> AnyUrl:
+    if url.username is not None or url.password is not None:
+        raise PydanticCustomError(
+            "url_userinfo",
+            "a redirect URL may not carry user info: in https://app.example.com@evil.example/ "
+            "the host is evil.example",
+        )
+    assert url.host is not None  # host_required
+    if (problem := hosts.name_problem(url.host)) is not None:
+        raise PydanticCustomError("url_host_invalid", problem)
+    return url
+
+
+EmailAddress = Annotated[EmailStr, AfterValidator(_local_part_fits)]
+# http(s) only, a host required, short enough to fit in an email comfortably, no user info,
+# RFC 1035 lengths; the host itself is then checked against VERIFICATION__REDIRECT_HOSTS.
 RedirectUrl = Annotated[
-    AnyUrl, UrlConstraints(max_length=2048, allowed_schemes=["http", "https"], host_required=True)
+    AnyUrl,
+    UrlConstraints(max_length=2048, allowed_schemes=["http", "https"], host_required=True),
+    AfterValidator(_no_userinfo_and_rfc_lengths),
 ]
+
+EMAIL_RULES = (
+    "Address to verify: at most 254 octets, 64 before the @-sign, a domain of at most 253 "
+    "with labels of at most 63 (RFC 5321 and 1035), a domain that public DNS can resolve "
+    "(not `.test`, `.local`, `.localhost`, `.invalid`...), no IP literal. A display name "
+    "(`Ada <ada@example.com>`) is dropped."
+)
+REDIRECT_RULES = (
+    "Where the link in the email leads. Refused: a scheme other than http or https; more than "
+    "2048 characters; user info (`https://app.example.com@evil.example/` leads to "
+    "evil.example); a host name over 253 octets, a label over 63 or an empty one (RFC 1035). "
+    "When the service lists the hosts it links to (`VERIFICATION__REDIRECT_HOSTS`), any other "
+    "host. When it lists none: loopback (`localhost`, `127.0.0.1`, `[::1]`), link-local "
+    "(`169.254.0.0/16`, `fe80::/10`), private, shared, reserved, multicast and unspecified "
+    "addresses, cloud metadata hosts (`169.254.169.254`, `[fd00:ec2::254]`, "
+    "`metadata.google.internal`), special-use names (`.local`, `.internal`, `.test`...) and "
+    "one-label names. IP addresses count in every spelling: `http://2130706433/`, "
+    "`http://0x7f.1/` and `http://[::ffff:127.0.0.1]/` are all 127.0.0.1. Each refusal is a "
+    "422 `invalid_request` naming `redirect_url`."
+)
 
 
 class VerificationEmailRequest(BaseModel):
@@ -28,10 +93,8 @@ class VerificationEmailRequest(BaseModel):
         },
     )
 
-    email: EmailStr = Field(max_length=254, description="Address to verify.")
-    redirect_url: RedirectUrl = Field(
-        description="Where the link in the email leads (http or https, at most 2048 characters)."
-    )
+    email: EmailAddress = Field(max_length=254, description=EMAIL_RULES)
+    redirect_url: RedirectUrl = Field(description=REDIRECT_RULES)
 
 
 _RECEIPT_EXAMPLE: JsonDict = {

@@ -10,6 +10,11 @@ send what was generated (401).
 Two runs: against a closed broker port (fast; every publish ends in a recorded 503), and a
 shorter one against the session's real broker with a topic of its own (publishes succeed).
 Deterministic (`derandomize`) and bounded by `max_examples` per operation.
+
+Invalid cases are drawn from the bounds the schema declares, so a parameter without bounds is
+never sent a value past them: `tests/unit/test_parameter_bounds.py` checks that every query and
+path parameter declares its bounds, and sends each one values past 32 and 64 bits, long strings
+and NULs (with SQLite there, with PostgreSQL in `tests/integration/`).
 """
 
 from __future__ import annotations
