@@ -208,6 +208,15 @@ class ApiSettings(_Section):
         return self.cors_origins.split(",") if self.cors_origins else []
 
 
+class IdempotencySettings(_Section):
+    """`Idempotency-Key` on POST /verification-emails: how long, and how many, answers are kept."""
+
+    # A key's answer is returned again for this long after its first request.
+    window_s: int = Field(default=86400, gt=0, le=7 * 86400)
+    # At most this many keys per process (the oldest answered key is dropped first).
+    max_keys: int = Field(default=10000, ge=1, le=1_000_000)
+
+
 class RateLimitSettings(_Section):
     """Per-address limit of POST /verification-emails, kept in each worker process's memory."""
 
@@ -379,6 +388,7 @@ class Settings(BaseSettings):
     admin: AdminSettings = AdminSettings()
     verification: VerificationSettings = VerificationSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
     metrics: MetricsSettings = MetricsSettings()
     reply: ReplySettings = ReplySettings()
     smtp: SmtpSettings = SmtpSettings()

@@ -28,6 +28,7 @@ from app.verification import hosts
 from app.verification.router import router as verification_router
 from kafka_events import AccessRefused
 from kafka_events.fastapi import lifespan as kafka_lifespan
+from kafka_events.idempotency import IdempotencyKeys
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -60,7 +61,15 @@ def create_app(
             except AccessRefused as refused:  # named as the environment variables to fix
                 raise AccessRefused(env_names(str(refused), ("kafka",))) from None
             limiter = EmailRateLimiter(settings.rate_limit) if settings.rate_limit.enabled else None
-            yield {**state, "app": AppState(settings=settings, kafka=kafka, rate_limiter=limiter)}
+            keys: IdempotencyKeys[object] = IdempotencyKeys(
+                "verification-emails",
+                window_s=settings.idempotency.window_s,
+                max_keys=settings.idempotency.max_keys,
+            )
+            app_state = AppState(
+                settings=settings, kafka=kafka, rate_limiter=limiter, idempotency=keys
+            )
+            yield {**state, "app": app_state}
             logger.info("stopping")
 
     app = FastAPI(

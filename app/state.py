@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from app.config import Settings
 from app.ratelimit import EmailRateLimiter
 from kafka_events import KafkaEvents, KafkaPublisher, MessageStore
+from kafka_events.idempotency import IdempotencyKeys
 from kafka_events.replies import ReplyReader
 
 
@@ -17,6 +18,8 @@ class AppState:
     kafka: KafkaEvents
     # None when RATE_LIMIT__ENABLED=false
     rate_limiter: EmailRateLimiter | None = None
+    # the answers kept for Idempotency-Key (None: a key is honoured for its event id only)
+    idempotency: IdempotencyKeys[object] | None = None
 
     @property
     def store(self) -> MessageStore:

@@ -25,6 +25,7 @@ from app.failures.schemas import (
     ReplayRequest,
     StoredRecord,
 )
+from kafka_events import StoreError
 from kafka_events.fastapi import EventsDep, StoreDep
 from kafka_events.store import Status, StoredMessage
 
@@ -65,7 +66,7 @@ AfterSeq = Annotated[
     "/events/{event_id}",
     response_model=EventStatus,
     summary="Status of a stored event",
-    responses={**error_responses(404), **responses_for(RequestInvalid)},
+    responses={**error_responses(404), **responses_for(RequestInvalid, StoreError)},
 )
 async def get_event(*, event_id: EventId, store: StoreDep) -> EventStatus:
     """Status of an event that went through the store (outbox, or a recorded failure)."""
@@ -111,7 +112,7 @@ def _record(record: StoredMessage) -> StoredRecord:
     response_model=list[StoredRecord],
     dependencies=[Admin],
     summary="List stored messages",
-    responses={**error_responses(401, 403), **responses_for(RequestInvalid)},
+    responses={**error_responses(401, 403), **responses_for(RequestInvalid, StoreError)},
 )
 async def list_messages(
     *, store: StoreDep, status: Status | None = None, limit: Limit = 100, after_seq: AfterSeq = 0
@@ -125,7 +126,7 @@ async def list_messages(
     response_model=StoredRecord,
     dependencies=[Admin],
     summary="Show one stored message",
-    responses={**error_responses(401, 403, 404), **responses_for(RequestInvalid)},
+    responses={**error_responses(401, 403, 404), **responses_for(RequestInvalid, StoreError)},
 )
 async def show_message(*, record_id: RecordId, store: StoreDep) -> StoredRecord:
     """One stored message, with its last error."""
@@ -140,7 +141,7 @@ async def show_message(*, record_id: RecordId, store: StoreDep) -> StoredRecord:
     response_model=CountBody,
     dependencies=[Admin],
     summary="Replay abandoned messages",
-    responses={**error_responses(401, 403, 422), **responses_for(BodyTooLarge)},
+    responses={**error_responses(401, 403, 422), **responses_for(BodyTooLarge, StoreError)},
 )
 async def replay_messages(*, body: ReplayRequest, events: EventsDep) -> CountBody:
     """Make abandoned messages (the given ids, or all) pending again; the relay sends them."""
@@ -156,7 +157,7 @@ async def replay_messages(*, body: ReplayRequest, events: EventsDep) -> CountBod
     response_model=CountBody,
     dependencies=[Admin],
     summary="Purge stored messages",
-    responses={**error_responses(401, 403), **responses_for(RequestInvalid)},
+    responses={**error_responses(401, 403), **responses_for(RequestInvalid, StoreError)},
 )
 async def purge_messages(
     *,

@@ -1,13 +1,18 @@
-"""HTTP routes of the verification-email feature."""
+"""HTTP routes of the verification-email feature.
+
+`Idempotency-Key` (`kafka_events.idempotency`): a retry with the same key and the same request
+publishes the same event id, and within `IDEMPOTENCY__WINDOW_S` gets the first answer again,
+unless that answer asked for a retry (a 503 that kept nothing, a 429).
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 
 from app import exceptions, ratelimit
-from app.dependencies import CorrelationId, RateLimiter, Settings, VerificationRequest
+from app.dependencies import CorrelationId, RateLimiter, Settings, State, VerificationRequest
 from app.verification import service
 from app.verification.schemas import (
     VerificationEmailAccepted,
@@ -15,7 +20,7 @@ from app.verification.schemas import (
     VerificationEmailQueued,
     WorkerReply,
 )
-from kafka_events import DeliveryReceipt, QueuedReceipt, errors
+from kafka_events import DeliveryReceipt, QueuedReceipt, errors, idempotency
 from kafka_events.fastapi import EventsDep
 
 router = APIRouter(tags=["verification emails"])
@@ -47,6 +52,8 @@ router = APIRouter(tags=["verification emails"])
             errors.RepliesUnavailable,
             errors.ReplyTimeout,
             errors.MalformedReply,
+            idempotency.IdempotencyKeyInUse,
+            idempotency.IdempotencyKeyReused,
         ),
     },
 )
@@ -55,9 +62,27 @@ async def create_verification_email(
     body: VerificationRequest,
     events: EventsDep,
     settings: Settings,
+    state: State,
     rate_limiter: RateLimiter,
     correlation_id: CorrelationId,
     response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description='Makes a retry safe (IETF httpapi draft "The Idempotency-Key HTTP '
+            'Header Field"). Send a new unique key (e.g. a quoted UUID) with each new '
+            "request, and the same key when you retry it: the retry publishes the same "
+            "`event_id` (the worker sends one email), and within `IDEMPOTENCY__WINDOW_S` it "
+            "gets the first answer again, with `Idempotent-Replayed: true`. A 503 with "
+            "`record_id: null` is not kept: retry it with the same key. The same key with a "
+            "different body: 422 `idempotency_key_reused`; while its first request is in "
+            "progress: 409 `idempotency_key_in_use`. Not 1 to 255 printable ASCII "
+            "characters (quoted or not): 422 `invalid_request`.",
+            # idempotency.parse_key's rule, so that the schema says which keys are taken
+            pattern=r'^(?:"[ !#-\[\]-~]{1,255}"|[ !#-\[\]-~]{1,255})$',
+        ),
+    ] = None,
     wait_for: Annotated[
         Literal["delivery"] | None,
         Query(
@@ -68,20 +93,63 @@ async def create_verification_email(
     ] = None,
 ) -> VerificationEmailAccepted | VerificationEmailQueued | VerificationEmailDelivered:
     """Publish a verification-email event; 202 carries the broker's offset metadata."""
-    if rate_limiter is not None:  # before anything is published: a refusal sends nothing
-        rate_limiter.acquire(str(body.email))
-    published = await service.request_verification_email(
-        events=events,
-        settings=settings.verification,
-        email=str(body.email),
-        redirect_url=str(body.redirect_url),
-        await_reply=wait_for == "delivery",
-        correlation_id=correlation_id,
-    )
+    key = idempotency.parse_key(idempotency_key) if idempotency_key is not None else None
+    keys = state.idempotency
+    event_id = None
+    if key is not None and keys is not None:
+        request = idempotency.fingerprint(body.model_dump_json(), wait_for or "")
+        kept = keys.begin(key, request)
+        if kept is not None:  # the first answer again; it takes no rate-limit slot
+            response.headers["Idempotent-Replayed"] = "true"
+            return _replay(kept, response)
+        event_id = keys.event_id(key, request)
+    answer: object = None
+    try:
+        if rate_limiter is not None:  # before anything is published: a refusal sends nothing
+            rate_limiter.acquire(str(body.email))
+        published = await service.request_verification_email(
+            events=events,
+            settings=settings.verification,
+            email=str(body.email),
+            redirect_url=str(body.redirect_url),
+            await_reply=wait_for == "delivery",
+            correlation_id=correlation_id,
+            event_id=event_id,
+        )
+        answer = _answer(published)
+    except (errors.PublishError, errors.ReplyTimeout, errors.MalformedReply) as error:
+        answer = error if _final(error) else None
+        raise
+    finally:
+        if key is not None and keys is not None:
+            keys.finish(key, answer)
+    return _replay(answer, response)
+
+
+def _final(error: Exception) -> bool:
+    """Whether a failure is the request's last word (kept for a retry): recorded, or published."""
+    return not isinstance(error, errors.PublishError) or error.record_id is not None
+
+
+def _replay(
+    answer: object, response: Response
+) -> VerificationEmailAccepted | VerificationEmailQueued | VerificationEmailDelivered:
+    """Answer as the first time: raise its error again (a fresh traceback), or return its body."""
+    if isinstance(answer, Exception):
+        raise answer.with_traceback(None)
+    if isinstance(answer, VerificationEmailDelivered):
+        response.status_code = status.HTTP_200_OK
+        return answer
+    assert isinstance(answer, VerificationEmailAccepted | VerificationEmailQueued)
+    return answer
+
+
+def _answer(
+    published: service.Published,
+) -> VerificationEmailAccepted | VerificationEmailQueued | VerificationEmailDelivered:
     receipt = _receipt_body(published.receipt)
     if published.reply is None:
         return receipt
-    response.status_code = status.HTTP_200_OK
     reply = published.reply
     return VerificationEmailDelivered(
         receipt=receipt,

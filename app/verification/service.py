@@ -26,17 +26,24 @@ async def request_verification_email(
     redirect_url: str,
     await_reply: bool = False,
     correlation_id: str | None = None,
+    event_id: str | None = None,
 ) -> Published:
     """Publish `VerificationEmailRequested` to the worker's topic under the feature's policy.
 
     `emit` (the default): returns once the broker acknowledged it. `await_reply`: also waits,
     under `REPLY__TIMEOUT_MS`, for the worker's answer (request-reply). The event carries
     `correlation_id` (the request's) to Kafka, and every line logged meanwhile its event id.
+    `event_id`: the event's id (an Idempotency-Key's, see `kafka_events.idempotency`); none:
+    a new one.
 
     Raises:
         PublishError (recorded, see `kafka_events.delivery`), RepliesUnavailable, ReplyTimeout.
     """
-    event = VerificationEmailRequested(email=email, redirect_url=redirect_url)
+    event = (
+        VerificationEmailRequested(email=email, redirect_url=redirect_url, event_id=event_id)
+        if event_id is not None
+        else VerificationEmailRequested(email=email, redirect_url=redirect_url)
+    )
     with context.bound(event_id=event.event_id):
         if await_reply:
             receipt, reply = await events.request(

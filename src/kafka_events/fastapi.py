@@ -34,7 +34,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from kafka_events import errors
+from kafka_events import errors, idempotency
 from kafka_events.client import KafkaEvents
 from kafka_events.producer.publish import KafkaPublisher
 from kafka_events.store.base import MessageStore
@@ -209,6 +209,44 @@ ERRORS: dict[type[BaseException], ErrorDoc] = {
         ),
         retry_after=True,
     ),
+    idempotency.InvalidIdempotencyKey: ErrorDoc(
+        400,
+        ErrorBody,
+        "The `Idempotency-Key` header is not 1 to 255 printable ASCII characters: nothing "
+        "was sent.",
+        {
+            "error": "invalid_idempotency_key",
+            "detail": "Idempotency-Key must be 1 to 255 printable ASCII characters, e.g. a "
+            "quoted UUID",
+        },
+    ),
+    idempotency.IdempotencyKeyInUse: ErrorDoc(
+        409,
+        ErrorBody,
+        "A request with this `Idempotency-Key` is still in progress: retry after it answers.",
+        {
+            "error": "idempotency_key_in_use",
+            "detail": "a request with this Idempotency-Key is in progress; retry after it answers",
+        },
+        retry_after=True,
+    ),
+    idempotency.IdempotencyKeyReused: ErrorDoc(
+        422,
+        ErrorBody,
+        "This `Idempotency-Key` was used for a different request: nothing was sent; use a new key.",
+        {
+            "error": "idempotency_key_reused",
+            "detail": "this Idempotency-Key was used for a different request; use a new key",
+        },
+    ),
+    errors.StoreError: ErrorDoc(
+        503,
+        ErrorBody,
+        "The message store could not answer in time (its database failed or is busy): retry "
+        "after `Retry-After`.",
+        {"error": "store_error", "detail": "the message store could not answer; retry later"},
+        retry_after=True,
+    ),
     errors.BrokerUnavailable: ErrorDoc(
         503,
         UnavailableBody,
@@ -348,10 +386,16 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int = RETRY_AFTER_S) 
         logger.warning(
             "event %s not delivered: %s (%s); record %s", exc.event_id, kind, exc, exc.record_id
         )
+        detail = str(exc)
+        if exc.record_id is None and doc.status == 503:
+            detail += (
+                "; not kept: retry after Retry-After, with the same Idempotency-Key (send one), "
+                "so that a copy that reached Kafka all the same is deduplicated"
+            )
         return error_response(
             doc.status,
             kind,
-            str(exc),
+            detail,
             headers=_retry_after(doc, retry_after_s),
             event_id=exc.event_id,
             record_id=exc.record_id,
@@ -365,6 +409,22 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int = RETRY_AFTER_S) 
             doc.status,
             "replies_unavailable",
             "the reply topic is not being read; nothing was sent",
+            headers=_retry_after(doc, retry_after_s),
+        )
+
+    async def as_documented(_: Request, exc: Exception) -> JSONResponse:
+        doc = doc_of(type(exc), ERRORS)
+        return error_response(
+            doc.status, doc.kind, str(exc), headers=_retry_after(doc, retry_after_s)
+        )
+
+    async def store_error(_: Request, exc: Exception) -> JSONResponse:
+        logger.error("the message store failed: %s", exc)
+        doc = ERRORS[errors.StoreError]
+        return error_response(
+            doc.status,
+            "store_error",
+            "the message store could not answer; retry later",
             headers=_retry_after(doc, retry_after_s),
         )
 
@@ -404,4 +464,11 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int = RETRY_AFTER_S) 
     app.add_exception_handler(errors.RepliesUnavailable, replies_unavailable)
     app.add_exception_handler(errors.ReplyTimeout, reply_timeout)
     app.add_exception_handler(errors.MalformedReply, malformed_reply)
+    app.add_exception_handler(errors.StoreError, store_error)
+    for misuse in (
+        idempotency.InvalidIdempotencyKey,
+        idempotency.IdempotencyKeyInUse,
+        idempotency.IdempotencyKeyReused,
+    ):
+        app.add_exception_handler(misuse, as_documented)
     app.add_exception_handler(errors.PublisherStateError, publisher_state)

@@ -152,3 +152,20 @@ async def send_raw_header_key(
         producer_module.DefaultRecordBatchBuilder = builder
     offset: int = metadata.offset
     return offset
+
+
+async def record_count(bootstrap: str, topic: str) -> int:
+    """How many records `topic` holds (its partitions' end offsets, summed)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        # the whole cluster's metadata (`topics()` fetches it, but keeps it from the consumer)
+        metadata = await consumer._client.fetch_all_metadata()
+        numbers = metadata.partitions_for_topic(topic)
+        if not numbers:
+            raise LookupError(f"no topic {topic}")
+        partitions = [TopicPartition(topic, p) for p in numbers]
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    return sum(ends.values())

@@ -9,9 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import (  # type: ignore[import-untyped]
-    AIOKafkaConsumer,
     AIOKafkaProducer,
-    TopicPartition,
 )
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 
@@ -19,6 +17,7 @@ from app.config import Settings, SmtpBackend, SmtpSettings, WorkerSettings
 from app.verification.events import VerificationEmailRequested
 from app.worker.consumer import VerificationEmailWorker
 from tests.helpers.kafka import create_topic
+from tests.helpers.kafka import record_count as record_count  # used by the worker's tests
 from tests.helpers.service import make_settings
 from tests.helpers.waiting import eventually
 
@@ -147,16 +146,3 @@ async def wait_committed(bootstrap: str, group: str, topic: str, expected: int) 
 
 def headers_of(record: Any) -> dict[str, bytes]:
     return dict(record.headers)
-
-
-async def record_count(bootstrap: str, topic: str) -> int:
-    """How many records `topic` holds (its partitions' end offsets, summed)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()  # fetches the cluster's metadata
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        ends = await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
-    return sum(ends.values())

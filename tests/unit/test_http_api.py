@@ -124,7 +124,7 @@ async def test_openapi_documents_every_route_model_and_error(client: httpx.Async
         "/metrics",
     }
     post = spec["paths"]["/verification-emails"]["post"]
-    assert set(post["responses"]) == {"200", "202", "413", "422", "429", "502", "503", "504"}
+    assert set(post["responses"]) == {"200", "202", "409", "413", "422", "429", "502", "503", "504"}
     assert set(spec["paths"]["/admin/messages"]["get"]["responses"]) >= {"200", "401", "403"}
     assert set(spec["paths"]["/events/{event_id}"]["get"]["responses"]) >= {"200", "404"}
     assert post["description"]
