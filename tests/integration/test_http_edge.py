@@ -116,9 +116,11 @@ async def test_slow_and_stalled_clients_are_cut_off_with_408(
         await _close((slow_writer, body_writer, idle_writer))
 
     assert normal.status_code == 202
-    assert slow[:2] == (408, {"error": "request_timeout", "detail": slow[1]["detail"]})
+    assert slow[0] == 408
+    assert slow[1]["error"] == "request_timeout"
     assert "head" in slow[1]["detail"]
-    assert stalled[:2] == (408, {"error": "request_timeout", "detail": stalled[1]["detail"]})
+    assert stalled[0] == 408
+    assert stalled[1]["error"] == "request_timeout"
     assert "body" in stalled[1]["detail"]
     assert idle[0] == 0  # closed without an answer: nothing was asked
     for _, _, elapsed in (slow, stalled, idle):
