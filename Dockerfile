@@ -24,4 +24,7 @@ RUN mkdir -p /srv/data && chown nobody:nogroup /srv/data
 
 USER nobody
 EXPOSE 8000
+# `python -m app` serves with uvicorn's h11 protocol bounded by SERVER__* (head and body
+# timeouts, head size, connections per process) and raises the soft descriptor limit to the
+# container's hard limit (`docker run --ulimit nofile=1024:65536`, compose's `ulimits`).
 CMD ["python", "-m", "app"]

@@ -17,7 +17,7 @@ PY := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install system-deps kafka-fetch run test lint format typecheck docs pytest clean bench chaos
+.PHONY: help install system-deps kafka-fetch run test lint format typecheck docs pytest clean bench bench-edge chaos
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -38,7 +38,7 @@ install: system-deps $(VENV)/.synced  ## everything needed to run and test
 kafka-fetch: install  ## Apache Kafka's jars from Maven Central (once)
 	$(PY) -m devtools.kafka fetch
 
-run: kafka-fetch  ## serve the API on 127.0.0.1:8000 with a local broker on 127.0.0.1:9092
+run: kafka-fetch  ## serve the API on 127.0.0.1:8000 with a local broker on 127.0.0.1:9092 (SERVER__* limits apply)
 	$(PY) -m devtools.serve
 
 lint: install  ## ruff lint and format check, and the import contracts (library vs service)
@@ -64,6 +64,10 @@ test: lint typecheck docs pytest  ## lint, type-check, build the docs strictly, 
 bench: kafka-fetch  ## speed and memory next to peer implementations; writes bench/RESULTS.md
 	$(UV) sync --locked --group bench
 	$(PY) -m bench
+
+bench-edge: kafka-fetch  ## HTTP servers under slow-client, flood and header attacks, and load; writes bench/results/edge-<date>.md
+	$(UV) sync --locked --group bench
+	$(PY) -m bench.edge
 
 chaos: kafka-fetch  ## faults under load on a 3-node cluster, every request accounted for; writes chaos/RESULTS.md
 	$(PY) -m chaos

@@ -1,5 +1,9 @@
 """`python -m app`: validate the settings, check that Kafka accepts the client, then serve
-the API with uvicorn.
+the API with uvicorn, bounded as `app.server` describes (`SERVER__*`).
+
+Before serving, the soft descriptor limit (RLIMIT_NOFILE) is raised to `SERVER__NOFILE` or to
+the hard limit, and logged; worker processes inherit it, and `SERVER__MAX_CONNECTIONS` is
+kept under it.
 
 Exit status: 2 for invalid settings, 1 when Kafka refuses the client (authentication, TLS
 verification), each with a one-line message on stderr; 3 when the application fails to start
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shutil
 import sys
 
@@ -27,9 +32,11 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
-from app import logs, metrics
+from app import logs, metrics, server
 from app.config import env_names
 from kafka_events import AccessRefused, access
+
+logger = logging.getLogger("app.server")
 
 
 def main() -> int:
@@ -43,7 +50,16 @@ def main() -> int:
     # several processes: metrics in multiprocess mode, in a private directory unless one is given
     private = metrics.multiprocess_dir() is None
     metrics_dir = metrics.enter_multiprocess_mode() if settings.api.workers > 1 else None
-    config = uvicorn.Config(
+    before, nofile, hard = server.raise_nofile_limit(settings.server.nofile)
+    limits = server.edge_limits(settings.server, nofile)
+    logger.info(
+        "descriptor limit %d (was %d, hard limit %d); at most %d connections per process",
+        nofile,
+        before,
+        hard,
+        limits.max_connections,
+    )
+    config = server.EdgeConfig(
         # an import string: each worker process builds its own app (and its own producers)
         "app.main:create_app",
         factory=True,
@@ -54,6 +70,9 @@ def main() -> int:
         log_config=logs.logging_config(settings, "api"),
         # in-flight requests finish within their policy's deadline; then the lifespan stops
         timeout_graceful_shutdown=settings.kafka.policies.longest_deadline_ms() // 1000 + 5,
+        timeout_keep_alive=settings.server.keep_alive_timeout_s,
+        # h11 (not httptools): it bounds the head it buffers; see app.server
+        limits=limits,
     )
     try:
         return _serve(config)

@@ -217,6 +217,32 @@ class IdempotencySettings(_Section):
     max_keys: int = Field(default=10000, ge=1, le=1_000_000)
 
 
+class ServerSettings(_Section):
+    """The HTTP server's own limits (`SERVER__*`), applied by `python -m app` to each process.
+
+    A slow, stalled or hostile client is cut off: the request head must arrive within
+    `header_timeout_s` (408), the body within `body_timeout_s` (408), the head may hold at most
+    `max_header_bytes` and `max_header_count` fields (431), and each process holds at most
+    `max_connections` connections (beyond that a connection still waiting for its head is
+    dropped to make room, else the new one gets 503). At start-up the soft descriptor limit
+    is raised to `nofile` (default: the hard limit), and the connection bound is kept under it.
+    """
+
+    # From a connection's opening (or its previous response) to the end of the request head.
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # From the end of the head to the end of the body.
+    body_timeout_s: float = Field(default=15.0, gt=0, le=300)
+    # An idle keep-alive connection is closed after this (uvicorn's `timeout_keep_alive`).
+    keep_alive_timeout_s: int = Field(default=5, gt=0, le=300)
+    # The request line and the header fields together, in bytes.
+    max_header_bytes: int = Field(default=16384, ge=1024, le=1048576)
+    max_header_count: int = Field(default=100, ge=8, le=10000)
+    # Per process (each of API__WORKERS has its own).
+    max_connections: int = Field(default=1000, ge=1, le=1000000)
+    # None: raise the soft RLIMIT_NOFILE to the hard limit.
+    nofile: int | None = Field(default=None, ge=64)
+
+
 class RateLimitSettings(_Section):
     """Per-address limit of POST /verification-emails, kept in each worker process's memory."""
 
@@ -381,6 +407,7 @@ class Settings(BaseSettings):
     )
 
     api: ApiSettings = ApiSettings()
+    server: ServerSettings = ServerSettings()
     log: LogSettings = LogSettings()
     kafka: KafkaSettings = KafkaSettings()
     store: StoreSettings = StoreSettings()

@@ -19,6 +19,7 @@ from app import docs, exceptions, logs, metrics, publishing
 from app.config import Settings, env_names, load_settings
 from app.failures.router import admin_router, events_router
 from app.health.router import router as health_router
+from app.http_limits import RequestLimits
 from app.metrics.router import router as metrics_router
 from app.middleware import BodySizeLimit
 from app.ratelimit import EmailRateLimiter
@@ -86,6 +87,13 @@ def create_app(
     )
     exceptions.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
+    # outside the body limit, so that its reading of a chunked body is bounded in time too
+    app.add_middleware(
+        RequestLimits,
+        max_header_bytes=settings.server.max_header_bytes,
+        max_header_count=settings.server.max_header_count,
+        body_timeout_s=settings.server.body_timeout_s,
+    )
     if settings.metrics.enabled:
         metrics.instrument(app)
     if settings.api.cors_origin_list:  # outermost, so that 413s carry CORS headers too

@@ -6,7 +6,9 @@ Ctrl-C stops it all.
 - If no broker in `KAFKA__BOOTSTRAP_SERVERS` accepts a TCP connection, starts a one-node
   broker on 127.0.0.1:9092 whose data persists in `.kafka/dev` between runs, and points the
   app at it (`DEVTOOLS_KAFKA_PORT` and `DEVTOOLS_KAFKA_DIR` change both).
-- Runs `python -m app` (the API) and `python -m app.worker` (the verification-email worker;
+- Runs `python -m app` (the API, with the HTTP edge's limits of `SERVER__*`: head and body
+  timeouts, head size, a connection bound, the descriptor limit raised; see `app.server`) and
+  `python -m app.worker` (the verification-email worker;
   with the default `SMTP__BACKEND=log` it logs each email instead of sending it) side by side,
   with the same environment, and waits. Ctrl-C or SIGTERM stops both (graceful, bounded), then
   the broker if this command started it. If either process exits, the other is stopped too.
@@ -98,6 +100,11 @@ def main() -> int:
     api = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=REPO_ROOT)
     worker = subprocess.Popen([sys.executable, "-m", "app.worker"], env=env, cwd=REPO_ROOT)
     print(f"API on http://{settings.api.host}:{settings.api.port} (docs at /docs); Ctrl-C stops")
+    edge = settings.server
+    print(
+        f"HTTP limits: head {edge.header_timeout_s:g} s, body {edge.body_timeout_s:g} s, "
+        f"{edge.max_header_bytes} header bytes, {edge.max_connections} connections"
+    )
     print(f"worker sending emails via {settings.smtp.backend.value}")
     processes = [(api, "the API"), (worker, "the worker")]
     try:
