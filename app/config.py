@@ -202,6 +202,9 @@ class RateLimitSettings(_Section):
     per_email: int = Field(default=5, gt=0, le=10000)
     # Whole seconds: the limiter and the Retry-After header both count in seconds.
     window_s: int = Field(default=3600, gt=0, le=7 * 86400)
+    # Addresses tracked at most per process; past it the least recently seen
+    # is forgotten (its count restarts). Memory: about 250 + 8 * per_email bytes each.
+    max_addresses: int = Field(default=100_000, gt=0, le=10_000_000)
 
 
 class MetricsSettings(_Section):

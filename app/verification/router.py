@@ -69,7 +69,7 @@ async def create_verification_email(
 ) -> VerificationEmailAccepted | VerificationEmailQueued | VerificationEmailDelivered:
     """Publish a verification-email event; 202 carries the broker's offset metadata."""
     if rate_limiter is not None:  # before anything is published: a refusal sends nothing
-        rate_limiter.acquire(str(body.email))
+        await rate_limiter.acquire(str(body.email))
     published = await service.request_verification_email(
         events=events,
         settings=settings.verification,
