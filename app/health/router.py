@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from app.dependencies import RateLimiter
 from app.exceptions import ErrorBody, error_response
 from kafka_events.fastapi import EventsDep
 
@@ -35,7 +36,8 @@ async def live() -> Live:
     responses={
         503: {
             "model": ErrorBody,
-            "description": "A producer is not connected or no broker answered in time.",
+            "description": "A producer is not connected or no broker answered in time; or, "
+            "with `RATE_LIMIT__ON_REDIS_ERROR=closed`, the rate limit's Redis does not answer.",
             "content": {
                 "application/json": {
                     "example": {
@@ -47,9 +49,11 @@ async def live() -> Live:
         }
     },
 )
-async def ready(*, events: EventsDep) -> Ready | JSONResponse:
+async def ready(*, events: EventsDep, rate_limiter: RateLimiter) -> Ready | JSONResponse:
     """Ready when every policy's producer is connected and a broker answered a metadata request."""
     if await events.ready():
+        if rate_limiter is not None and (reason := await rate_limiter.not_ready()):
+            return error_response(503, "not_ready", reason)
         return Ready()
     publishers = events.publishers.values()
     not_ready = [p for p in publishers if p.state.value != "ready"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, Counter
 
-# How often at most a recurring warning (evictions) is logged.
+# How often at most a recurring warning (evictions, Redis unreachable) is logged.
 WARN_EVERY_S = 60.0
 
 
@@ -34,6 +34,14 @@ class RateLimited(Exception):
     def until(cls, *, limit: int, window_s: int, frees_in_s: float) -> RateLimited:
         """Refused until a slot frees in `frees_in_s` seconds (rounded up, at least 1 s)."""
         return cls(limit=limit, window_s=window_s, retry_after_s=max(1, math.ceil(frees_in_s)))
+
+
+class RateLimitUnavailable(Exception):
+    """The shared store (Redis) did not answer in time and `RATE_LIMIT__ON_REDIS_ERROR=closed`:
+    the request cannot be checked, so it is refused. Nothing was sent."""
+
+    def __init__(self) -> None:
+        super().__init__("the rate limit cannot be checked right now; nothing was sent")
 
 
 def normalise_address(email: str) -> str:
@@ -60,7 +68,15 @@ class EmailRateLimiter(abc.ABC):
 
         Raises:
             RateLimited: over the limit, with the whole seconds until a slot frees.
+            RateLimitUnavailable: the store cannot be asked and the limiter fails closed.
         """
+
+    # Where a shared store is (its URL without password); None: this process's memory.
+    where: str | None = None
+
+    async def ping(self) -> bool:
+        """Whether the store answers (in time); memory always does."""
+        return True
 
     async def not_ready(self) -> str | None:
         """Why requests cannot be served now (a readiness failure), or None."""
@@ -76,6 +92,7 @@ class RateLimitMetrics:
     """The rate limit's series (see `app.ratelimit`), in prometheus-client's default registry."""
 
     evictions: Counter
+    redis_errors: Counter
 
 
 @functools.cache
@@ -86,6 +103,13 @@ def rate_limit_metrics() -> RateLimitMetrics:
             "kafka_events_rate_limit_evictions",
             "Addresses the in-memory rate limiter forgot within their window because it "
             "tracked RATE_LIMIT__MAX_ADDRESSES (their count restarts).",
+            registry=REGISTRY,
+        ),
+        redis_errors=Counter(
+            "kafka_events_rate_limit_redis_errors",
+            "Requests whose rate limit Redis did not answer in time, by RATE_LIMIT__ON_REDIS_ERROR "
+            "(open: checked in this process's memory; closed: refused with 503).",
+            ["mode"],
             registry=REGISTRY,
         ),
     )

@@ -104,8 +104,9 @@ class MemoryRateLimiter(EmailRateLimiter):
         self._evictions.inc()
         self._warn_evicted(
             "rate limit: %d addresses tracked (RATE_LIMIT__MAX_ADDRESSES); the least recently "
-            "seen are forgotten within their window, so their count restarts (%d since the "
-            "last warning). Raise it if memory allows",
+            "seen are forgotten within their window, so their count restarts (addresses so "
+            "forgotten since the last warning: %d). Raise it, or share the count in Redis "
+            "(RATE_LIMIT__REDIS_URL)",
             self._max_addresses,
         )
 

@@ -42,6 +42,7 @@ router = APIRouter(tags=["verification emails"])
             errors.RecordTooLarge,
             errors.EncodingError,
             ratelimit.RateLimited,
+            ratelimit.RateLimitUnavailable,
             errors.BrokerUnavailable,
             errors.PublishRejected,
             errors.StoreUnavailable,

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from app.config import RateLimitSettings, Settings
+from app.config import RateLimitSettings, Settings, SettingsError, load_settings
 from app.ratelimit import MemoryRateLimiter, RateLimited, normalise_address
 from tests.helpers.service import RunningApp, make_settings, running_app
 from tests.helpers.waiting import closed_port
@@ -246,3 +246,27 @@ async def test_openapi_documents_the_429_with_retry_after(app: RunningApp) -> No
     assert example["error"] == "rate_limited"
     assert set(example) == {"error", "detail", "retry_after_s"}
     assert refused["headers"]["Retry-After"]["schema"]["type"] == "integer"
+
+
+async def test_openapi_documents_the_503_of_a_redis_that_does_not_answer(app: RunningApp) -> None:
+    spec = (await app.client.get("/openapi.json")).json()
+
+    unavailable = spec["paths"]["/verification-emails"]["post"]["responses"]["503"]
+    examples = unavailable["content"]["application/json"]["examples"]
+    assert examples["rate_limit_unavailable"]["value"]["error"] == "rate_limit_unavailable"
+    assert "RATE_LIMIT__ON_REDIS_ERROR=closed" in unavailable["description"]
+    assert "Retry-After" in unavailable["headers"]
+
+
+def test_the_redis_url_is_checked_and_its_password_never_shown() -> None:
+    settings = load_settings(
+        _env_file=None, rate_limit={"redis_url": "redis://:s3cret-pw@redis.internal:6379/0"}
+    )
+
+    assert "s3cret-pw" not in repr(settings) + str(settings)
+    assert "redis://:***@redis.internal:6379/0" in repr(settings.rate_limit)
+    assert load_settings(_env_file=None, rate_limit={"redis_url": ""}).rate_limit.redis_url is None
+    with pytest.raises(SettingsError) as invalid:
+        load_settings(_env_file=None, rate_limit={"redis_url": "http://:s3cret-pw@redis.internal"})
+    assert "RATE_LIMIT__REDIS_URL: use redis://" in str(invalid.value)
+    assert "s3cret-pw" not in str(invalid.value)
