@@ -43,7 +43,8 @@ requests: with one address per request (sign-ups) and the default one-hour windo
 addresses cost ~9 ms of CPU per request at 20 requests/s. Here a request costs a few dict and
 bytes operations, and an address is dropped once, by the first request after its window
 passed (the addresses are kept in the order of their last request, so no scan is needed): no
-thread. The limiter is used from the event loop's thread only.
+thread. The limiter is used from the event loop's thread only. `limits`' Redis storage has no
+such thread: Redis expires its keys itself.
 
     RateLimited            an address is over its limit (429; the HTTP mapping is in
                            app.exceptions)
