@@ -30,7 +30,7 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 	$(UV) sync --locked --quiet
 	touch $@
 
-system-deps:  ## Java 17+, Maven, PostgreSQL and Chromium, from Debian packages when missing
+system-deps:  ## Java 17+, Maven, PostgreSQL, Redis and Chromium, from Debian packages when missing
 	bash devtools/system-deps.sh
 
 install: system-deps $(VENV)/.synced  ## everything needed to run and test

@@ -243,13 +243,54 @@ class ServerSettings(_Section):
     nofile: int | None = Field(default=None, ge=64)
 
 
+class RateLimitFailure(StrEnum):
+    """What a request gets while Redis (the shared rate-limit store) does not answer in time.
+
+    `open`: it is checked against this process's own in-memory limiter instead (the limit then
+    holds per process, as without Redis), with a warning and a metric; `closed`: it is refused
+    with `503 rate_limit_unavailable`, and `/health/ready` fails while Redis does.
+    """
+
+    OPEN = "open"
+    CLOSED = "closed"
+
+
 class RateLimitSettings(_Section):
-    """Per-address limit of POST /verification-emails, kept in each worker process's memory."""
+    """Per-address limit of POST /verification-emails: in each process's memory, or in Redis
+    (shared by every process and replica) when `redis_url` is set."""
 
     enabled: bool = True
     per_email: int = Field(default=5, gt=0, le=10000)
     # Whole seconds: the limiter and the Retry-After header both count in seconds.
     window_s: int = Field(default=3600, gt=0, le=7 * 86400)
+    # In memory: addresses tracked at most per process; past it the least recently seen
+    # is forgotten (its count restarts). Memory: about 250 + 8 * per_email bytes each.
+    max_addresses: int = Field(default=100_000, gt=0, le=10_000_000)
+    # None: in memory, per process. redis://[[user]:password@]host[:port][/db], or rediss://.
+    redis_url: str | None = None
+    # Bound of every Redis call (connecting, waiting for a pooled connection, each command).
+    redis_timeout_ms: int = Field(default=500, gt=0, le=10_000)
+    redis_max_connections: int = Field(default=32, gt=0, le=1024)
+    on_redis_error: RateLimitFailure = RateLimitFailure.OPEN
+
+    def __repr_args__(self) -> Iterator[tuple[str, object]]:
+        # the URL may hold the Redis password: repr() and str() show it masked
+        for name, value in super().__repr_args__():
+            if name == "redis_url" and isinstance(value, str):
+                value = url_without_password(value)
+            yield name, value  # type: ignore[misc]
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("redis://", "rediss://")) or not value.partition("://")[2]:
+            raise ValueError(
+                "use redis://[[user]:password@]host[:port][/db] (rediss:// for TLS), "
+                "or leave it empty to count in each process's memory"
+            )
+        return value
 
 
 class MetricsSettings(_Section):

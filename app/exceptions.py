@@ -18,6 +18,8 @@ trace, an exception's own text from a library, or a broker address.
     503     broker_unavailable  BrokerUnavailable, DeliveryTimeout (recorded), PublisherStateError
     503     replies_unavailable RepliesUnavailable (wait_for=delivery while the reply topic is not
                                 read; nothing was sent)
+    503     rate_limit_unavailable  RateLimitUnavailable (Redis, the rate limit's store, did not
+                                answer and RATE_LIMIT__ON_REDIS_ERROR=closed; nothing was sent)
     429     rate_limited        RateLimited (too many requests for one address; Retry-After)
     504     reply_timeout       ReplyTimeout (published, but no reply in time; carries the receipt)
     502     malformed_reply     MalformedReply (published, but the reply is not one; the receipt)
@@ -37,7 +39,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.ratelimit import RateLimited
+from app.ratelimit import RateLimited, RateLimitUnavailable
 from kafka_events import errors
 from kafka_events import fastapi as kafka_fastapi
 from kafka_events.fastapi import ErrorBody, ErrorDoc, error_response
@@ -160,7 +162,8 @@ ERRORS: dict[type[BaseException], ErrorDoc] = {
         429,
         RateLimitedBody,
         "Too many requests for this address within `RATE_LIMIT__WINDOW_S` (counted per server "
-        "process); nothing was sent. Retry after `Retry-After` seconds.",
+        "process, or by all of them with `RATE_LIMIT__REDIS_URL`); nothing was sent. Retry "
+        "after `Retry-After` seconds.",
         {
             "error": "rate_limited",
             "detail": "at most 5 verification emails per address every 3600 s; retry in 1712 s",
@@ -173,6 +176,15 @@ ERRORS: dict[type[BaseException], ErrorDoc] = {
                 "example": 1712,
             }
         },
+    ),
+    RateLimitUnavailable: ErrorDoc(
+        503,
+        ErrorBody,
+        "The rate limit's shared store (Redis) did not answer in time and the service fails "
+        "closed (`RATE_LIMIT__ON_REDIS_ERROR=closed`); nothing was sent: retry after "
+        "`Retry-After`.",
+        {"error": "rate_limit_unavailable", "detail": str(RateLimitUnavailable())},
+        retry_after=True,
     ),
 }
 """Every error a route of the service can answer: the library's, and the service's own."""
@@ -192,6 +204,12 @@ async def _rate_limited(_: Request, exc: Exception) -> JSONResponse:
         headers={"Retry-After": str(exc.retry_after_s)},
         retry_after_s=exc.retry_after_s,
     )
+
+
+async def _rate_limit_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RateLimitUnavailable)
+    headers = {"Retry-After": str(RETRY_AFTER_S)}
+    return error_response(503, "rate_limit_unavailable", str(exc), headers=headers)
 
 
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
@@ -269,6 +287,7 @@ def install(app: FastAPI) -> None:
     kafka_fastapi.install_error_handlers(app, retry_after_s=RETRY_AFTER_S)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RateLimited, _rate_limited)
+    app.add_exception_handler(RateLimitUnavailable, _rate_limit_unavailable)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(Exception, _unexpected)

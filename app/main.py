@@ -22,7 +22,7 @@ from app.health.router import router as health_router
 from app.http_limits import RequestLimits
 from app.metrics.router import router as metrics_router
 from app.middleware import BodySizeLimit
-from app.ratelimit import EmailRateLimiter
+from app.ratelimit import open_rate_limiter
 from app.state import AppState
 from app.telemetry import Tracing
 from app.verification import hosts
@@ -61,7 +61,7 @@ def create_app(
                 state = await stack.enter_async_context(kafka_lifespan(kafka)(app))
             except AccessRefused as refused:  # named as the environment variables to fix
                 raise AccessRefused(env_names(str(refused), ("kafka",))) from None
-            limiter = EmailRateLimiter(settings.rate_limit) if settings.rate_limit.enabled else None
+            limiter = await stack.enter_async_context(open_rate_limiter(settings.rate_limit))
             keys: IdempotencyKeys[object] = IdempotencyKeys(
                 "verification-emails",
                 window_s=settings.idempotency.window_s,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure Java 17+ (to run Kafka), Maven (to fetch Kafka's jars), the PostgreSQL server
-# binaries (initdb, postgres: the store's PostgreSQL tests run a throwaway server) and Chromium
-# (the docs page's browser test drives it headless through Playwright) are installed.
+# binaries (initdb, postgres: the store's PostgreSQL tests run a throwaway server), the Redis
+# server (redis-server and redis-cli: the shared rate limit's tests run a throwaway server) and
+# Chromium (the docs page's browser test drives it headless through Playwright) are installed.
 # Installs Debian's packages when they are missing and we may (root or passwordless sudo).
 set -euo pipefail
 
@@ -24,10 +25,15 @@ postgres_ok() {
   return 1
 }
 
+redis_ok() {
+  command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1
+}
+
 missing=()
 java_ok || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 postgres_ok || missing+=(postgresql)
+redis_ok || missing+=(redis-server)
 # Debian's build: the tests never run `playwright install`, which downloads a browser of its own.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
@@ -42,4 +48,5 @@ timeout 600 "${SUDO[@]}" apt-get update -qq
 timeout 900 "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 java_ok || { echo "error: Java 17+ still not available" >&2; exit 1; }
 postgres_ok || { echo "error: PostgreSQL server binaries still not available" >&2; exit 1; }
+redis_ok || { echo "error: redis-server and redis-cli still not available" >&2; exit 1; }
 [ -x /usr/bin/chromium ] || { echo "error: /usr/bin/chromium still not available" >&2; exit 1; }

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from app.dependencies import RateLimiter
 from app.exceptions import ErrorBody, error_response
 from kafka_events.fastapi import EventsDep
 
@@ -36,7 +37,8 @@ async def live() -> Live:
         503: {
             "model": ErrorBody,
             "description": "A producer is not connected, no broker answered in time, the reply "
-            "topic is not read, or the relay's store cannot be written.",
+            "topic is not read, or the relay's store cannot be written; or, with "
+            "`RATE_LIMIT__ON_REDIS_ERROR=closed`, the rate limit's Redis does not answer.",
             "content": {
                 "application/json": {
                     "example": {
@@ -48,11 +50,13 @@ async def live() -> Live:
         }
     },
 )
-async def ready(*, events: EventsDep) -> Ready | JSONResponse:
+async def ready(*, events: EventsDep, rate_limiter: RateLimiter) -> Ready | JSONResponse:
     """Ready when every policy's producer is connected, a broker answered a metadata request,
-    the reply reader reads the reply topic (request-reply), and the relay runs with a store
-    it can write to."""
+    the reply reader reads the reply topic (request-reply), the relay runs with a store it can
+    write to, and (fail-closed rate limit) Redis answers."""
     if await events.ready():
+        if rate_limiter is not None and (reason := await rate_limiter.not_ready()):
+            return error_response(503, "not_ready", reason)
         return Ready()
     problems = events.problems()
     if not problems:

@@ -46,6 +46,7 @@ router = APIRouter(tags=["verification emails"])
             errors.RecordTooLarge,
             errors.EncodingError,
             ratelimit.RateLimited,
+            ratelimit.RateLimitUnavailable,
             errors.BrokerUnavailable,
             errors.PublishRejected,
             errors.StoreUnavailable,
@@ -106,7 +107,7 @@ async def create_verification_email(
     answer: object = None
     try:
         if rate_limiter is not None:  # before anything is published: a refusal sends nothing
-            rate_limiter.acquire(str(body.email))
+            await rate_limiter.acquire(str(body.email))
         published = await service.request_verification_email(
             events=events,
             settings=settings.verification,
