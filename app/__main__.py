@@ -71,6 +71,9 @@ def main() -> int:
         # in-flight requests finish within their policy's deadline; then the lifespan stops
         timeout_graceful_shutdown=settings.kafka.policies.longest_deadline_ms() // 1000 + 5,
         timeout_keep_alive=settings.server.keep_alive_timeout_s,
+        # a worker process has this long to import the app and answer the supervisor's pings
+        # (uvicorn's 5 s killed workers that started slowly on a busy machine)
+        timeout_worker_healthcheck=30,
         # h11 (not httptools): it bounds the head it buffers; see app.server
         limits=limits,
     )

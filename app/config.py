@@ -373,6 +373,9 @@ class WorkerSettings(_Section):
     commit_timeout_ms: PositiveMs = 10000
     shutdown_timeout_ms: PositiveMs = 30000
     max_poll_interval_ms: PositiveMs = 300000
+    # a record whose handling raises an unexpected error this many times in a row is
+    # dead-lettered (a poison record), so that it cannot hold its partition
+    max_handler_errors: int = Field(default=3, ge=1, le=100)
     # None: LOG__LEVEL
     log_level: LogLevel | None = None
 

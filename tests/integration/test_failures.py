@@ -139,8 +139,13 @@ async def test_admin_routes_list_show_replay_and_purge(
     kafka_broker: KafkaCluster, topic: str
 ) -> None:
     auth = {"Authorization": f"Bearer {TOKEN}"}
+    # no round of its own between the record and its abandonment: only the replay route's
+    # wake-up (a round every 100 ms could publish the record before it is abandoned)
     settings = make_settings(
-        kafka_broker.bootstrap_servers, topic, admin_token=TOKEN, replay=FAST_RELAY
+        kafka_broker.bootstrap_servers,
+        topic,
+        admin_token=TOKEN,
+        replay={**FAST_RELAY, "interval_ms": 600000},
     )
     async with running_app(settings) as running:
         store, client = running.state.store, running.client

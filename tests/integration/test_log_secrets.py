@@ -29,8 +29,8 @@ from devtools.kafka import KafkaCluster, SecureListeners
 from devtools.postgres import PostgresServer
 from tests.helpers.kafka import create_topic
 from tests.helpers.processes import app_process, run_to_end
+from tests.helpers.smtp import Inbox, smtp_server
 from tests.helpers.waiting import closed_port, eventually, repo_root
-from tests.integration.test_worker import Inbox, smtp_server
 
 pytestmark = pytest.mark.kafka
 
@@ -205,7 +205,8 @@ async def test_no_secret_reaches_the_logs_of_a_run(
     # the requests were made and logged, with their secrets masked
     assert sent.status_code == 202
     assert [a.status_code for a in answers] == [401, 401, 200, 200, 200, 200, 404, 401, 401]
-    assert absolute.startswith(b"HTTP/1.1 200")
+    # answered (uvicorn's h11 protocol routes the absolute form's whole URL: a 404) and logged
+    assert absolute.startswith((b"HTTP/1.1 200", b"HTTP/1.1 404"))
     assert malformed.startswith(b"HTTP/1.1 400")
     api_text = outputs["api"]
     assert api_text.count("/health/live?") >= 4

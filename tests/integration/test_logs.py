@@ -28,8 +28,8 @@ from devtools.kafka import KafkaCluster
 from devtools.postgres import PostgresServer
 from tests.helpers.kafka import create_topic
 from tests.helpers.processes import app_process, run_to_end
+from tests.helpers.smtp import Inbox, smtp_server
 from tests.helpers.waiting import closed_port, eventually, repo_root
-from tests.integration.test_worker import Inbox, smtp_server
 
 pytestmark = pytest.mark.kafka
 

@@ -123,6 +123,11 @@ async def test_the_api_publishes_over_the_secured_listener(
     settings = secured_settings(secured_broker, topic_name, protocol=protocol, mechanism=mechanism)
 
     async with running_app(settings) as running:
+
+        async def ready_now() -> bool:  # the reply reader connects in the background
+            return (await running.client.get("/health/ready")).status_code == 200
+
+        await eventually(ready_now, timeout_s=30, interval_s=0.1)
         ready = await running.client.get("/health/ready")
         response = await running.client.post("/verification-emails", json=BODY)
 

@@ -189,6 +189,11 @@ async def test_transactional_producer_publishes_committed_messages(
 
 async def test_ready_when_the_broker_answers(client: httpx.AsyncClient) -> None:
     live = await client.get("/health/live")
+
+    async def ready_now() -> bool:  # once the reply reader reads too (it starts in background)
+        return (await client.get("/health/ready")).status_code == 200
+
+    await eventually(ready_now, timeout_s=30, interval_s=0.1)
     ready = await client.get("/health/ready")
 
     assert live.status_code == 200

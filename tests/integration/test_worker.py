@@ -33,10 +33,7 @@ from devtools.kafka import KafkaCluster
 from kafka_events.consumer import HandledEvents
 from tests.helpers.kafka import create_topic, read_all, read_at
 from tests.helpers.service import running_app as running_api
-
-# re-exported for tests/integration/test_logs.py, which imports them from here
-from tests.helpers.smtp import Inbox as Inbox
-from tests.helpers.smtp import smtp_server as smtp_server
+from tests.helpers.smtp import Inbox, smtp_server
 from tests.helpers.waiting import closed_port, eventually, repo_root
 from tests.helpers.worker import (
     LINK,
