@@ -25,11 +25,13 @@ uvicorn's own options bound none of these (see `docs/benchmarks.md`, "The HTTP e
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import resource
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import h11
 import uvicorn
@@ -86,10 +88,24 @@ class _Connection(h11.Connection):
 
     def next_event(self) -> Any:
         try:
-            return super().next_event()
+            event = super().next_event()
         except h11.RemoteProtocolError as error:
             self.error_status_hint = error.error_status_hint
             raise
+        if isinstance(event, h11.Request) and event.target[:8].lower().startswith(
+            (b"http://", b"https://")
+        ):
+            return _origin_form(event)
+        return event
+
+
+def _origin_form(request: h11.Request) -> h11.Request:
+    """A request in absolute form (`GET http://host/path?q`), which RFC 9112 section 3.2.2
+    says a server must accept, as the origin form (`/path?q`) that uvicorn routes; the Host
+    header names the host. httptools did this; h11 hands the target over as it is."""
+    parts = urlsplit(request.target.decode("ascii", "replace"))
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return dataclasses.replace(request, target=target.encode("ascii", "replace"))
 
 
 class EdgeProtocol(H11Protocol):
