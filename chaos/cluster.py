@@ -12,14 +12,21 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from aiokafka import TopicPartition  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
+from aiokafka.cluster import ClusterMetadata  # type: ignore[import-untyped]
+from aiokafka.conn import create_conn  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+from aiokafka.protocol.metadata import MetadataRequest  # type: ignore[import-untyped]
 
 from devtools.faultproxy import FaultProxy
 from devtools.kafka import KafkaCluster
 from devtools.kafka.cluster import BROKER_LINK, CLIENT_LINK, CONTROLLER_LINK
 
 ISR_TIMEOUT_S = 90.0
+# a cut-off or paused leader is replaced within: KRaft's fetch timeout and election, then the
+# broker session (3 s here) on the new controller; bounded well above that
+FAILOVER_TIMEOUT_S = 30.0
 # a dead or cut-off broker is fenced after 3 s instead of Kafka's 9 s: shorter runs, same story
 FAST_FENCING = {"broker.session.timeout.ms": "3000", "broker.heartbeat.interval.ms": "500"}
 
@@ -150,6 +157,44 @@ async def leader_of(cluster: KafkaCluster, topic: str, partition: int) -> int:
     if not isinstance(leader, int) or leader < 0:
         raise RuntimeError(f"partition {partition} of {topic} has no leader")
     return leader
+
+
+async def leader_seen_by(
+    cluster: KafkaCluster, node: int, topic: str, partition: int
+) -> int | None:
+    """The leader of `partition` in `node`'s own metadata, asked on its own listener (not
+    through the proxy: a side of a partition can be asked what it sees); None if unknown."""
+    host, port = cluster.direct_address(node).rsplit(":", 1)
+    conn: Any = None
+    try:
+        async with asyncio.timeout(10):
+            conn = await create_conn(host, int(port), request_timeout_ms=5000)
+            response = await conn.send(MetadataRequest([topic]))
+    except (KafkaError, OSError, TimeoutError):
+        return None
+    finally:
+        if conn is not None:
+            conn.close()
+    metadata = ClusterMetadata()
+    metadata.update_metadata(response)
+    leader = metadata.leader_for_partition(TopicPartition(topic, partition))
+    return leader if isinstance(leader, int) and leader >= 0 else None
+
+
+async def wait_new_leader(
+    cluster: KafkaCluster, topic: str, partition: int, old: int, *, timeout_s: float
+) -> int | None:
+    """Wait until a node other than `old` says another node leads `partition` (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for node in cluster.node_ids:
+            if node != old and cluster.is_running(node):
+                leader = await leader_seen_by(cluster, node, topic, partition)
+                if leader is not None and leader != old:
+                    return leader
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(0.25)
 
 
 async def wait_isr(cluster: KafkaCluster, topic: str, size: int, *, timeout_s: float) -> bool:

@@ -145,13 +145,14 @@ FAULTS: dict[str, Fault] = {
         Fault(
             "partition-leader-isolated",
             "the leader of partition 0 blackholed from both other nodes (inter-broker and "
-            "KRaft routes, both ways) at 20% of the requests for --fault-s; the app reaches "
-            "every node",
+            "KRaft routes, both ways) at 20% of the requests for --fault-s, and until the "
+            "others elected a new leader; the app reaches every node",
             partition_leader_isolated,
         ),
         Fault(
             "broker-pause",
-            "SIGSTOP the leader of partition 0 at 20% of the requests, SIGCONT after --fault-s",
+            "SIGSTOP the leader of partition 0 at 20% of the requests, SIGCONT after --fault-s "
+            "once the others elected a new leader",
             broker_pause,
         ),
         Fault(

@@ -12,12 +12,14 @@ import time
 from collections.abc import Sequence
 
 from chaos.cluster import (
+    FAILOVER_TIMEOUT_S,
     ISR_TIMEOUT_S,
     client_links,
     isolation_links,
     leader_of,
     peer_links,
     wait_isr,
+    wait_new_leader,
 )
 from chaos.plan import Context
 from devtools.faultproxy import BLACKHOLE, REFUSE, CutMode
@@ -55,6 +57,19 @@ async def note_leader_after(ctx: Context, partition: int) -> None:
     ctx.note(f"ISR full again; partition {partition} led by node {leader}")
 
 
+async def note_new_leader(ctx: Context, old: int, partition: int) -> None:
+    """Wait (bounded) until the other nodes have a leader for `partition` other than `old`."""
+    leader = await wait_new_leader(
+        ctx.cluster, ctx.topic, partition, old, timeout_s=FAILOVER_TIMEOUT_S
+    )
+    ctx.facts["leader_during"] = leader
+    ctx.note(
+        f"the other nodes elected node {leader} for partition {partition}"
+        if leader is not None
+        else f"no new leader for partition {partition} within {FAILOVER_TIMEOUT_S:.0f}s"
+    )
+
+
 async def partition_app_brokers(ctx: Context) -> None:
     """The app cut from every broker: blackholed at 20% of the requests, refused at 60%."""
     links = client_links(ctx.cluster)
@@ -73,13 +88,21 @@ async def partition_leader_isolated(ctx: Context) -> None:
         return
     victim = await leader_of(ctx.cluster, ctx.topic, 0)
     ctx.facts["victim"] = victim
-    ctx.facts[BLACKHOLE] = await cut_for(
-        ctx,
-        isolation_links(ctx.cluster, victim),
-        BLACKHOLE,
-        f"of node {victim} (leader of partition 0) from the other nodes",
-        ctx.plan.fault_s,
+    links = isolation_links(ctx.cluster, victim)
+    first = ctx.load.sent
+    ctx.note(
+        f"partition ({BLACKHOLE}) of node {victim} (leader of partition 0) from the other "
+        f"nodes after {first} sent"
     )
+    await asyncio.to_thread(ctx.proxy.cut, links, BLACKHOLE)
+    try:
+        await asyncio.sleep(ctx.plan.fault_s)
+        # healed only once the majority has a new leader: the old one is then a zombie
+        await note_new_leader(ctx, victim, 0)
+    finally:
+        await asyncio.to_thread(ctx.proxy.heal, links)
+    ctx.facts[BLACKHOLE] = (first, ctx.load.sent)
+    ctx.note(f"healed; {ctx.load.sent - first} answered meanwhile")
     await note_leader_after(ctx, 0)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from chaos.cluster import leader_of, pause_node, resume_nodes
-from chaos.network import note_leader_after
+from chaos.network import note_leader_after, note_new_leader
 from chaos.plan import Context
 
 
@@ -24,6 +24,7 @@ async def broker_pause(ctx: Context) -> None:
     ctx.note(f"SIGSTOP node {victim} (leader of partition 0) after {first} sent")
     try:
         await asyncio.sleep(ctx.plan.fault_s)
+        await note_new_leader(ctx, victim, 0)  # resumed only once it was replaced
     finally:
         resume_nodes(ctx.cluster)
     ctx.facts["paused"] = (first, ctx.load.sent)

@@ -18,6 +18,10 @@ from tests.helpers.waiting import closed_port
 SILENCE_S = 1.0
 IO_TIMEOUT_S = 10.0
 
+# The first test of a fresh machine builds toxiproxy from its Go module (bounded by
+# devtools.faultproxy.BUILD_TIMEOUT_S); later ones take seconds.
+pytestmark = pytest.mark.timeout(660)
+
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultProxy]:

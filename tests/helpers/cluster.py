@@ -82,7 +82,8 @@ async def run_short(name: str, proxied: ProxiedCluster, scratch: Path) -> tuple[
     outcome = await run_fault(FAULTS[name], proxied.cluster, proxied.proxy, SHORT_PLAN, scratch)
     report = (
         f"{name}: {'; '.join(outcome.notes)}\n{outcome.accounting.summary()}\n"
-        f"facts: {outcome.facts}; problems: {outcome.problems}"
+        f"facts: {outcome.facts}; problems: {outcome.problems}; "
+        f"{outcome.duration_s:.0f}s in all, load {outcome.load_s:.0f}s"
     )
     print(report)  # shown with -s / -rP: the counts of this run
     return outcome, report
