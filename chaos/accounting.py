@@ -29,8 +29,8 @@ Definitions (all counts are of requests of this run unless said otherwise):
   event id. `unrecorded`: 5xx answers without such a record (the client was told nothing
   is kept, or the store does not have it). `not_kept`: those of them whose `record_id` is
   null: the service said it kept nothing (the store could not be written) and the client
-  should retry; an honest answer, not a loss. `not_kept_delivered`: not-kept requests whose
-  message is on the topic anyway (a retry would send it twice).
+  should retry: not a loss. `not_kept_delivered`: not-kept requests whose message is on the
+  topic anyway (the producer still held it and sent it later): a retry as told sends it twice.
 - `replayed`: recorded answers whose event is on the topic with the exact payload (published
   by the relay, or written late by the producer itself). `replay_mismatches`: records the
   store marks delivered whose stored partition/offset does not hold their event.
@@ -451,6 +451,7 @@ class Accounting:
         examples = [
             *self.acknowledged_missing[:3],
             *self.unrecorded[:3],
+            *self.not_kept[:3],
             *self.not_replayed[:3],
             *self.replay_mismatches[:3],
             *self.unexplained_duplicates[:3],

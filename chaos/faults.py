@@ -273,6 +273,7 @@ async def run_fault(
                 run_id=run_id,
                 deadline_s=plan.load_deadline_s,
                 request_timeout_s=plan.request_timeout_s,
+                pause_s=plan.pause_s,
             )
             ctx = Context(
                 cluster=cluster,

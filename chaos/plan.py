@@ -23,6 +23,8 @@ class Plan:
     # how long a partition, a pause, a slow or lossy link or a locked store lasts
     fault_s: float = 20.0
     request_timeout_s: float = 30.0
+    # each client's pause between an answer and its next request (0: none)
+    pause_s: float = 0.0
 
     @property
     def load_deadline_s(self) -> float:

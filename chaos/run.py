@@ -81,6 +81,7 @@ def markdown(
     plan: Plan,
     cluster: KafkaCluster,
     total_s: float,
+    load_average: float,
 ) -> str:
     lines = [
         "# Chaos results",
@@ -89,7 +90,8 @@ def markdown(
         "`chaos/accounting.py`, every fault in `chaos/faults.py`.",
         "",
         f"- when: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; whole run {total_s / 60:.1f} min",
-        f"- machine: {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs; "
+        f"- machine: {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, load "
+        f"average {load_average:.1f} (1 min) at the start; "
         f"Python {platform.python_version()}; Kafka {cluster.version}",
         "- cluster: 3 KRaft nodes (broker + controller each) on loopback, replication factor 3, "
         "min.insync.replicas=2, unclean leader election off, broker.session.timeout.ms=3000; "
@@ -99,7 +101,7 @@ def markdown(
         f"- load: {plan.requests:,} requests per fault from {plan.concurrency} clients, each "
         "sending its next request once the previous one is answered; one key (email) per client",
         "- service: `python -m app`, one process, policy `replicated` (acks=all, idempotent, "
-        "5 s deadline) with the relay on (interval 200 ms); the last fault uses the outbox",
+        "5 s deadline) with the relay on (interval 200 ms); `app-sigkill-outbox` uses the outbox",
         f"- broker down: {plan.down_s:.0f} s; leader bounces: {plan.bounces}; partitions, "
         f"pauses, slow and lossy links, locked store: {plan.fault_s:.0f} s each",
         "- not kept: 5xx answers with `record_id: null` (the store could not keep them; the "
@@ -118,10 +120,13 @@ def markdown(
             + "; ".join(outcome.notes)
             + f". Load {outcome.load_s:.0f} s; 2xx: {result.published:,} published, "
             f"{result.queued:,} queued (outbox); slowest answer {result.max_elapsed_s:.1f} s; "
-            f"{result.unanswered_delivered} unanswered requests delivered anyway; "
+            + (f"no answer: {dict(result.no_answer_kinds)}; " if result.no_answer else "")
+            + f"{result.unanswered_delivered} unanswered requests delivered anyway; "
             f"{len(result.not_kept)} not kept, of which {result.not_kept_delivered} on the "
             f"topic anyway; {len(result.duplicated_events)} events duplicated"
-            + "".join(f"; {n} duplicates: {cause}" for cause, n in result.duplicate_causes.items())
+            + "".join(
+                f"; {n} of the copies: {cause}" for cause, n in result.duplicate_causes.items()
+            )
             + "; service started "
             f"{outcome.service_starts} times. "
             + (f"**Problems: {'; '.join(found)}.**" if found else "No problem found.")
@@ -147,6 +152,7 @@ async def _main(
     outcomes: list[Outcome] = []
     failures: list[tuple[str, str]] = []
     started = time.monotonic()
+    load_average = os.getloadavg()[0]  # the figures of a busy machine are not final ones
     console.print(f"starting a fault proxy and a 3-node cluster behind it in {scratch}")
     cluster, proxy = await asyncio.to_thread(start_proxied, scratch)
     try:
@@ -154,7 +160,7 @@ async def _main(
     finally:
         await asyncio.to_thread(stop_proxied, cluster, proxy)
     total_s = time.monotonic() - started
-    return outcomes, failures, markdown(outcomes, failures, plan, cluster, total_s)
+    return outcomes, failures, markdown(outcomes, failures, plan, cluster, total_s, load_average)
 
 
 async def _run_all(

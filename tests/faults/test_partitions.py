@@ -2,7 +2,7 @@
 the leader of a partition cut from the other brokers while the app still reaches it.
 
 Short versions of `make chaos`'s `partition-*` faults: the same scripts and accounting
-(`chaos.accounting`), 300 requests, 5 s partitions. Every acknowledged request is on the
+(`chaos.accounting`), 300 requests, 6 s partitions. Every acknowledged request is on the
 topic where its receipt says, every refusal is recorded and replayed, no client's messages
 are reordered, and each duplicate is one the store explains.
 """

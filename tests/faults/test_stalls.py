@@ -3,7 +3,7 @@ broker, a paused app, a slow link, a lossy link, and a store that cannot be writ
 Kafka is unreachable and then back.
 
 Short versions of `make chaos`'s faults of the same names: the same scripts and accounting
-(`chaos.accounting`), 300 requests, 5 s faults. Every acknowledged request is on the topic
+(`chaos.accounting`), 300 requests, 6 s faults. Every acknowledged request is on the topic
 where its receipt says, every refusal is recorded and replayed (or said it was not kept), no
 client's messages are reordered, and each duplicate is one the store explains.
 """
@@ -95,7 +95,7 @@ async def test_a_lossy_link_resetting_connections_loses_and_reorders_nothing(
 
     assert outcome.facts["rounds"] >= 2, report
     first, last = outcome.facts["lossy"]
-    assert last > first, report
+    assert last - first >= SHORT_PLAN.concurrency, report  # the resets hit a flowing load
     _every_request_accounted_for(outcome, report)
     assert outcome.accounting.unrecorded == [], report
     assert outcome.problems == [], report

@@ -74,7 +74,9 @@ class ProxiedCluster:
 
 # The short version of a `make chaos` fault: the same script and accounting, less load.
 # Faults last longer than the service's 5 s deadline, so requests are refused within them.
-SHORT_PLAN = Plan(requests=200, concurrency=20, down_s=10, bounces=1, fault_s=6)
+# Each client pauses between requests, so that the load (at least 15 requests x 0.6 s per
+# client) outlasts the fault however fast the machine is.
+SHORT_PLAN = Plan(requests=300, concurrency=20, down_s=10, bounces=1, fault_s=6, pause_s=0.6)
 
 
 async def run_short(name: str, proxied: ProxiedCluster, scratch: Path) -> tuple[Outcome, str]:
