@@ -27,7 +27,10 @@ Definitions (all counts are of requests of this run unless said otherwise):
   topic somewhere with the exact payload and its event id.
 - `recorded`: 5xx answers whose `record_id` names a record in the store holding the same
   event id. `unrecorded`: 5xx answers without such a record (the client was told nothing
-  is kept, or the store does not have it).
+  is kept, or the store does not have it). `not_kept`: those of them whose `record_id` is
+  null: the service said it kept nothing (the store could not be written) and the client
+  should retry: not a loss. `not_kept_delivered`: not-kept requests whose message is on the
+  topic anyway (the producer still held it and sent it later): a retry as told sends it twice.
 - `replayed`: recorded answers whose event is on the topic with the exact payload (published
   by the relay, or written late by the producer itself). `replay_mismatches`: records the
   store marks delivered whose stored partition/offset does not hold their event.
@@ -35,6 +38,8 @@ Definitions (all counts are of requests of this run unless said otherwise):
   counts 2). `unexplained_duplicates`: event ids seen more than once that the store has no
   record of: only a replay (of a recorded failure, or of an outbox record the relay sent
   twice after a crash) may write an event twice; the idempotent producer must not.
+  `duplicate_causes`: every duplicate copy explained by what the answer and the store show
+  (`chaos.duplicates`).
 - `reordered`: for each client (one key, hence one partition), take its 2xx-acknowledged
   messages in the order the client got the acknowledgements (= the order it sent them).
   The position of each is its receipt's partition/offset when it has one, else the first
@@ -61,6 +66,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
 
 from app.verification.events import EVENT_TYPE
+from chaos.duplicates import explain_duplicates
 from kafka_events.store import MessageStore, Status, StoredMessage
 
 PATH = "/verification-emails"
@@ -387,12 +393,15 @@ class Accounting:
     acknowledged_missing: list[str] = field(default_factory=list)
     recorded: int = 0
     unrecorded: list[str] = field(default_factory=list)
+    not_kept: list[str] = field(default_factory=list)
+    not_kept_delivered: int = 0
     replayed: int = 0
     not_replayed: list[str] = field(default_factory=list)
     replay_mismatches: list[str] = field(default_factory=list)
     duplicates: int = 0
     duplicated_events: dict[str, int] = field(default_factory=dict)
     unexplained_duplicates: list[str] = field(default_factory=list)
+    duplicate_causes: Counter[str] = field(default_factory=Counter)
     reordered: int = 0
     reordered_examples: list[str] = field(default_factory=list)
     unanswered_delivered: int = 0
@@ -426,11 +435,13 @@ class Accounting:
             + (f" {dict(self.no_answer_kinds)}" if self.no_answer else ""),
             f"acknowledged-but-missing={len(self.acknowledged_missing)}",
             f"recorded={self.recorded}",
-            f"unrecorded 5xx={len(self.unrecorded)}",
+            f"unrecorded 5xx={len(self.unrecorded)} (not kept {len(self.not_kept)}, "
+            f"of which delivered {self.not_kept_delivered})",
             f"replayed={self.replayed}",
             f"replay mismatches={len(self.replay_mismatches)}",
             f"duplicates={self.duplicates} (events {len(self.duplicated_events)}, "
-            f"unexplained {len(self.unexplained_duplicates)})",
+            f"unexplained {len(self.unexplained_duplicates)})"
+            + (f" {dict(self.duplicate_causes)}" if self.duplicate_causes else ""),
             f"reordered={self.reordered}",
             f"unanswered but delivered={self.unanswered_delivered}",
             f"records on topic={self.on_topic}",
@@ -440,6 +451,7 @@ class Accounting:
         examples = [
             *self.acknowledged_missing[:3],
             *self.unrecorded[:3],
+            *self.not_kept[:3],
             *self.not_replayed[:3],
             *self.replay_mismatches[:3],
             *self.unexplained_duplicates[:3],
@@ -515,6 +527,13 @@ def account(
             sequences[request.client].append((request.seq, position, event_id))
         elif answer.status >= 500:
             kept = store.get(answer.record_id or "")
+            if answer.record_id is None:
+                result.not_kept.append(
+                    f"{answer.status} for event {event_id}: not kept "
+                    f"(delivery: {answer.body.get('delivery')})"
+                )
+                if by_url.get(request.redirect_url):
+                    result.not_kept_delivered += 1
             if kept is None or kept.event_id != event_id:
                 result.unrecorded.append(
                     f"{answer.status} for event {event_id} names record {answer.record_id}, "
@@ -539,6 +558,9 @@ def account(
                     f"{held.event_id if held else 'nothing'}"
                 )
 
+    result.duplicate_causes = explain_duplicates(
+        answers, {e: len(c) for e, c in by_event.items()}, store.values()
+    )
     for event_id, copies in by_event.items():
         if len(copies) > 1:
             result.duplicates += len(copies) - 1

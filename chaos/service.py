@@ -1,4 +1,5 @@
-"""The service as a real process (`python -m app`), which a fault may SIGKILL and restart."""
+"""The service as a real process (`python -m app`), which a fault may SIGKILL and restart, or
+pause (SIGSTOP) and resume."""
 
 from __future__ import annotations
 
@@ -85,6 +86,17 @@ class Service:
                 if time.monotonic() >= deadline:
                     raise RuntimeError(f"the service did not serve {probe} within {timeout_s}s")
                 await asyncio.sleep(0.1)
+
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps its sockets and answers nothing until `resume`."""
+        if self._process is None or self._process.returncode is not None:
+            raise RuntimeError("the service is not running")
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT (harmless when it was not paused)."""
+        if self._process is not None and self._process.returncode is None:
+            self._process.send_signal(signal.SIGCONT)
 
     async def kill(self) -> None:
         """SIGKILL (a crash) and reap it."""

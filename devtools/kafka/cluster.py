@@ -51,6 +51,22 @@ Contract
   follow all the plaintext ones: node i's SASL_SSL port is ``P + 2*N + k*(i-1)`` (N nodes, k = 1
   or 2 secured listeners), its SASL_PLAINTEXT port the next one. Ready then also means each
   node's SASL_SSL listener answers a metadata request as the first user.
+* Proxied clusters (opt-in, ``proxied=True``, free ports only, no secured listeners): every
+  connection to a node goes through an address that the caller serves, e.g. with a TCP fault
+  proxy, so that faults can cut or slow one route at a time. ``KafkaCluster.links()`` lists
+  them, each a ``Link`` from the address to serve to the node's own listener:
+
+  - ``client-<x>``: clients reach node x there (advertised for the ``PLAINTEXT`` listener;
+    ``broker_address``/``bootstrap_servers`` give these addresses);
+  - ``broker-<y>-to-<x>``: node y's inter-broker connections (replica fetches, transaction
+    markers) to node x. Node y uses the listener name ``FROM_<y>``, which every node serves
+    on a port of its own and advertises at this link's address (its own ``FROM_<x>`` direct);
+  - ``controller-<y>-to-<x>``: node y's KRaft connections (votes, metadata fetches, broker
+    heartbeats) to node x's controller: node y's ``controller.quorum.voters`` lists x there.
+
+  A node reaches itself directly. The links must be served before ``start`` (the quorum forms
+  through them) and while nodes restart. Readiness probes use each node's own client listener
+  (``direct_address``), so a cut client route does not hold up a restart.
 * Every wait is bounded and polls with short sleeps. Expected failures raise ``KafkaToolError``
   subclasses; the first line of the message is a one-line summary, further lines (if any) are
   details such as the tail of a node's log.
@@ -62,6 +78,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import json
@@ -84,6 +101,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 __all__ = [
+    "CLIENT_LINK",
     "DEFAULT_KAFKA_VERSION",
     "DEFAULT_LIBS_ROOT",
     "KAFKA_VERSION_ENV",
@@ -92,6 +110,7 @@ __all__ = [
     "KafkaClusterError",
     "KafkaFetchError",
     "KafkaToolError",
+    "Link",
     "NodeStatus",
     "SecureListeners",
     "ensure_libs",
@@ -130,6 +149,7 @@ _VERSION_RE = re.compile(r"[0-9][0-9A-Za-z.\-]*")
 _CREDENTIAL_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 _TLS_DIR = "tls"
+CLIENT_LINK, BROKER_LINK, CONTROLLER_LINK = "client", "broker", "controller"
 
 _T = TypeVar("_T")
 
@@ -184,12 +204,91 @@ class SecureListeners:
 
 
 @dataclass(frozen=True)
+class Link:
+    """One route to a node of a proxied cluster: serve ``listen`` and forward to ``upstream``.
+
+    ``kind`` is ``"client"``, ``"broker"`` (inter-broker listener) or ``"controller"``;
+    ``source`` is the node that connects (None for clients), ``target`` the node reached.
+    """
+
+    name: str
+    kind: str
+    source: int | None
+    target: int
+    listen: str
+    upstream: str
+
+
+@dataclass(frozen=True)
 class _NodeSpec:
     node_id: int
     broker_port: int
     controller_port: int
     sasl_ssl_port: int | None = None
     sasl_plaintext_port: int | None = None
+    # Proxied clusters only. client_proxy_port: the address clients are told (link client-x).
+    # Each tuple maps a peer node y to a port: from_ports, this node's FROM_y listener;
+    # broker_link_ports / controller_link_ports, the links y -> this node (y != this node).
+    client_proxy_port: int | None = None
+    from_ports: tuple[tuple[int, int], ...] = ()
+    broker_link_ports: tuple[tuple[int, int], ...] = ()
+    controller_link_ports: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def proxied(self) -> bool:
+        return self.client_proxy_port is not None
+
+    def ports_json(self) -> dict[str, Any]:
+        """The proxied ports, for ``cluster.json`` (empty when not proxied)."""
+        if not self.proxied:
+            return {}
+        return {
+            "client_proxy_port": self.client_proxy_port,
+            "from_ports": {str(y): p for y, p in self.from_ports},
+            "broker_link_ports": {str(y): p for y, p in self.broker_link_ports},
+            "controller_link_ports": {str(y): p for y, p in self.controller_link_ports},
+        }
+
+    @classmethod
+    def from_json(cls, node: Mapping[str, Any]) -> _NodeSpec:
+        def pairs(name: str) -> tuple[tuple[int, int], ...]:
+            return tuple(sorted((int(y), int(p)) for y, p in node.get(name, {}).items()))
+
+        return cls(
+            int(node["node_id"]),
+            int(node["broker_port"]),
+            int(node["controller_port"]),
+            sasl_ssl_port=_optional_int(node.get("sasl_ssl_port")),
+            sasl_plaintext_port=_optional_int(node.get("sasl_plaintext_port")),
+            client_proxy_port=_optional_int(node.get("client_proxy_port")),
+            from_ports=pairs("from_ports"),
+            broker_link_ports=pairs("broker_link_ports"),
+            controller_link_ports=pairs("controller_link_ports"),
+        )
+
+
+def _proxied_specs(plain: Sequence[_NodeSpec], ports: Sequence[int]) -> list[_NodeSpec]:
+    """``plain`` with the ports of a proxied cluster taken from ``ports`` (enough of them)."""
+    ids = [s.node_id for s in plain]
+    free = iter(ports)
+    specs = []
+    for spec in plain:
+        peers = [y for y in ids if y != spec.node_id]
+        specs.append(
+            dataclasses.replace(
+                spec,
+                client_proxy_port=next(free),
+                from_ports=tuple((y, next(free)) for y in ids),
+                broker_link_ports=tuple((y, next(free)) for y in peers),
+                controller_link_ports=tuple((y, next(free)) for y in peers),
+            )
+        )
+    return specs
+
+
+def _proxied_port_count(nodes: int) -> int:
+    # per node: the client link, a FROM_y listener per node, two links from each peer
+    return nodes * (1 + nodes + 2 * (nodes - 1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -579,6 +678,7 @@ class KafkaCluster:
         extra_properties: Mapping[str, str] | None = None,
         libs_root: Path = DEFAULT_LIBS_ROOT,
         secure: SecureListeners | None = None,
+        proxied: bool = False,
     ) -> None:
         if nodes not in SUPPORTED_NODE_COUNTS:
             raise ValueError(f"nodes must be one of {SUPPORTED_NODE_COUNTS}, not {nodes}")
@@ -588,9 +688,13 @@ class KafkaCluster:
         if not 1 <= min_isr <= nodes:
             raise ValueError(f"min_insync_replicas must be within 1..{nodes}, not {min_isr}")
         secured = secure.listener_count if secure is not None else 0
+        if proxied and (broker_port is not None or secure is not None):
+            raise ValueError("a proxied cluster takes free ports and has no secured listeners")
+        proxy_ports: list[int] = []
         if broker_port is None:
-            ports = _pick_free_ports((2 + secured) * nodes)
-            plain, extra = ports[: 2 * nodes], ports[2 * nodes :]
+            count = (2 + secured) * nodes
+            ports = _pick_free_ports(count + (_proxied_port_count(nodes) if proxied else 0))
+            plain, extra, proxy_ports = ports[: 2 * nodes], ports[2 * nodes : count], ports[count:]
         else:
             if not 1024 <= broker_port <= 65535 - (2 + secured) * nodes:
                 raise ValueError(f"broker_port {broker_port} out of range")
@@ -606,6 +710,8 @@ class KafkaCluster:
             )
             for i in range(nodes)
         ]
+        if proxied:
+            specs = _proxied_specs(specs, proxy_ports)
         self._workdir = workdir.expanduser().resolve()
         self._version = resolve_version(version)
         self._specs = {spec.node_id: spec for spec in specs}
@@ -637,16 +743,7 @@ class KafkaCluster:
         try:
             if state["format"] != _STATE_FORMAT:
                 raise KafkaClusterError(f"{path} has unknown format {state['format']!r}")
-            specs = [
-                _NodeSpec(
-                    int(n["node_id"]),
-                    int(n["broker_port"]),
-                    int(n["controller_port"]),
-                    sasl_ssl_port=_optional_int(n.get("sasl_ssl_port")),
-                    sasl_plaintext_port=_optional_int(n.get("sasl_plaintext_port")),
-                )
-                for n in state["nodes"]
-            ]
+            specs = [_NodeSpec.from_json(n) for n in state["nodes"]]
             secure = state.get("secure")  # absent unless the cluster has secured listeners
             cluster = cls(
                 workdir,
@@ -703,6 +800,7 @@ class KafkaCluster:
                         )
                         if port is not None
                     },
+                    **s.ports_json(),
                 }
                 for s in self._specs.values()
             ],
@@ -762,7 +860,59 @@ class KafkaCluster:
             ) from None
 
     def broker_address(self, node_id: int) -> str:
+        """Where clients reach the node (through its ``client`` link when proxied)."""
+        spec = self._spec(node_id)
+        return f"{_HOST}:{spec.client_proxy_port or spec.broker_port}"
+
+    def direct_address(self, node_id: int) -> str:
+        """The node's own client listener (the same as ``broker_address`` unless proxied)."""
         return f"{_HOST}:{self._spec(node_id).broker_port}"
+
+    @property
+    def proxied(self) -> bool:
+        return any(s.proxied for s in self._specs.values())
+
+    def links(self) -> list[Link]:
+        """Every route a proxied cluster's caller must serve (see the module docstring)."""
+        found = []
+        for spec in self._specs.values():
+            if spec.client_proxy_port is None:
+                continue
+            x = spec.node_id
+            found.append(
+                Link(
+                    f"client-{x}",
+                    CLIENT_LINK,
+                    None,
+                    x,
+                    f"{_HOST}:{spec.client_proxy_port}",
+                    self.direct_address(x),
+                )
+            )
+            from_ports = dict(spec.from_ports)
+            for y, port in spec.broker_link_ports:
+                found.append(
+                    Link(
+                        f"broker-{y}-to-{x}",
+                        BROKER_LINK,
+                        y,
+                        x,
+                        f"{_HOST}:{port}",
+                        f"{_HOST}:{from_ports[y]}",
+                    )
+                )
+            for y, port in spec.controller_link_ports:
+                found.append(
+                    Link(
+                        f"controller-{y}-to-{x}",
+                        CONTROLLER_LINK,
+                        y,
+                        x,
+                        f"{_HOST}:{port}",
+                        self.controller_address(x),
+                    )
+                )
+        return found
 
     @property
     def secure(self) -> SecureListeners | None:
@@ -870,8 +1020,37 @@ class KafkaCluster:
         }
         if self._secure is not None:
             props.update(self._secure_properties([name for name in clients if name != "PLAINTEXT"]))
+        if spec.proxied:
+            props.update(self._proxied_properties(spec))
         props.update(self._extra)
         return props
+
+    def _proxied_properties(self, spec: _NodeSpec) -> dict[str, str]:
+        """Listeners and voters of a proxied node: peers are reached through their links."""
+        x = spec.node_id
+        from_ports = dict(spec.from_ports)
+        link_in = dict(spec.broker_link_ports)  # y -> the link y -> x of our FROM_y listener
+        names = [f"FROM_{y}" for y in from_ports]
+        listeners = [f"PLAINTEXT://{_HOST}:{spec.broker_port}"] + [
+            f"FROM_{y}://{_HOST}:{port}" for y, port in from_ports.items()
+        ]
+        advertised = [f"PLAINTEXT://{_HOST}:{spec.client_proxy_port}"] + [
+            f"FROM_{y}://{_HOST}:{link_in.get(y, port)}" for y, port in from_ports.items()
+        ]
+        voters = []
+        for peer in self._specs.values():
+            # node x reaches peer v's controller through the link x -> v
+            port = dict(peer.controller_link_ports).get(x, peer.controller_port)
+            voters.append(f"{peer.node_id}@{_HOST}:{port}")
+        return {
+            "listeners": ",".join([*listeners, f"CONTROLLER://{_HOST}:{spec.controller_port}"]),
+            "advertised.listeners": ",".join(advertised),
+            "inter.broker.listener.name": f"FROM_{x}",
+            "listener.security.protocol.map": ",".join(
+                ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT", *(f"{n}:PLAINTEXT" for n in names)]
+            ),
+            "controller.quorum.voters": ",".join(voters),
+        }
 
     def _secure_properties(self, listeners: Sequence[str]) -> dict[str, str]:
         """SCRAM on the secured listeners, TLS from the PEM files in ``tls_dir``."""
@@ -981,6 +1160,7 @@ class KafkaCluster:
             (spec.controller_port, "controller"),
             (spec.sasl_ssl_port, "SASL_SSL"),
             (spec.sasl_plaintext_port, "SASL_PLAINTEXT"),
+            *((port, f"FROM_{y}") for y, port in spec.from_ports),
         ]
         for port, role in ports:
             if port is None:
@@ -1089,7 +1269,7 @@ class KafkaCluster:
             if not_started:
                 waiting_for = f"node(s) {not_started} to log {READY_LINE!r}"
             else:
-                addresses = [self.broker_address(n) for n in started]
+                addresses = [self.direct_address(n) for n in started]
                 probe_timeout = min(_PROBE_TIMEOUT_S, max(0.5, deadline - time.monotonic()))
                 seen = _run_in_worker_thread(
                     functools.partial(_probe_brokers, addresses, probe_timeout)

@@ -1,13 +1,18 @@
-"""Helpers for tests on the three-broker cluster."""
+"""Helpers for tests on the three-broker cluster, and on the proxied one (`ProxiedCluster`),
+which runs `make chaos`'s faults in short (`run_short`)."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
+from chaos.faults import FAULTS, Outcome, Plan, run_fault
+from devtools.faultproxy import FaultProxy
 from devtools.kafka import KafkaCluster
 from tests.helpers.waiting import eventually
 
@@ -57,3 +62,30 @@ async def restore(cluster: KafkaCluster) -> None:
 
 def survivors(cluster: KafkaCluster, *down: int) -> str:
     return ",".join(cluster.broker_address(n) for n in cluster.node_ids if n not in down)
+
+
+@dataclass(frozen=True)
+class ProxiedCluster:
+    """Three nodes whose every route (client, inter-broker, KRaft) goes through `proxy`."""
+
+    cluster: KafkaCluster
+    proxy: FaultProxy
+
+
+# The short version of a `make chaos` fault: the same script and accounting, less load.
+# Faults last longer than the service's 5 s deadline, so requests are refused within them.
+# Each client pauses between requests, so that the load (at least 15 requests x 0.6 s per
+# client) outlasts the fault however fast the machine is.
+SHORT_PLAN = Plan(requests=300, concurrency=20, down_s=10, bounces=1, fault_s=6, pause_s=0.6)
+
+
+async def run_short(name: str, proxied: ProxiedCluster, scratch: Path) -> tuple[Outcome, str]:
+    """`make chaos`'s fault `name` with `SHORT_PLAN`; its outcome and a report to print."""
+    outcome = await run_fault(FAULTS[name], proxied.cluster, proxied.proxy, SHORT_PLAN, scratch)
+    report = (
+        f"{name}: {'; '.join(outcome.notes)}\n{outcome.accounting.summary()}\n"
+        f"facts: {outcome.facts}; problems: {outcome.problems}; "
+        f"{outcome.duration_s:.0f}s in all, load {outcome.load_s:.0f}s"
+    )
+    print(report)  # shown with -s / -rP: the counts of this run
+    return outcome, report
