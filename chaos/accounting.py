@@ -421,8 +421,14 @@ class Accounting:
 
     @property
     def other_statuses(self) -> dict[int, int]:
-        """Answers neither 2xx nor 5xx (a 4xx would be a bug of the driver or the service)."""
-        return {s: n for s, n in sorted(self.by_status.items()) if not (200 <= s < 300 or s >= 500)}
+        """Answers neither 2xx nor 5xx nor 408 (any other 4xx would be a bug of the driver or
+        the service). A 408 says the request was not read in time: a paused service that
+        resumes finds its head timers expired before it reads what arrived meanwhile."""
+        return {
+            s: n
+            for s, n in sorted(self.by_status.items())
+            if not (200 <= s < 300 or s >= 500 or s == 408)
+        }
 
     def summary(self) -> str:
         """One paragraph with every count, for assertion messages and logs."""
@@ -502,6 +508,10 @@ def account(
                 result.unanswered_delivered += 1
             continue
         result.by_status[answer.status] += 1
+        if answer.status == 408:  # the service did not read the whole request: nothing sent
+            if by_url.get(request.redirect_url):
+                result.unanswered_delivered += 1
+            continue
         if answer.acknowledged:
             result.ok += 1
             position = answer.position

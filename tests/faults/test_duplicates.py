@@ -121,3 +121,16 @@ def test_a_copy_published_again_is_a_problem_unless_the_fault_crashes_the_servic
         "(Kafka acknowledged, the store was not updated)"
     ]
     assert crash.problems == []
+
+
+def test_a_408_is_a_request_not_read_and_must_not_be_on_the_topic() -> None:
+    timed_out = [
+        Answer(request=_request(seq), status=408, body={"error": "request_timeout"}, elapsed_s=15.0)
+        for seq in (0, 1)
+    ]
+
+    result = account(timed_out, [_copy(1, "e1", 0)], [])
+
+    assert result.other_statuses == {}  # expected of a paused service, not a bug
+    assert result.by_status[408] == 2
+    assert result.unanswered_delivered == 1  # the one found on the topic is counted
