@@ -187,23 +187,15 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int = RETRY_AFTER_S) 
             headers=_retry_after(doc, retry_after_s),
         )
 
-    async def reply_timeout(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, errors.ReplyTimeout)
-        logger.warning("event %s: %s", exc.receipt.event_id, exc)
+    async def published_without_reply(_: Request, exc: Exception) -> JSONResponse:
+        """ReplyTimeout, MalformedReply: published (the receipt says where), no usable reply."""
+        assert isinstance(exc, errors.ReplyTimeout | errors.MalformedReply)
+        level = logging.WARNING if isinstance(exc, errors.ReplyTimeout) else logging.ERROR
+        logger.log(level, "event %s: %s", exc.receipt.event_id, exc)
+        doc = doc_of(type(exc), ERRORS)
         return error_response(
-            ERRORS[errors.ReplyTimeout].status,
-            "reply_timeout",
-            str(exc),
-            event_id=exc.receipt.event_id,
-            receipt=exc.receipt.model_dump(mode="json"),
-        )
-
-    async def malformed_reply(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, errors.MalformedReply)
-        logger.error("event %s: %s", exc.receipt.event_id, exc)
-        return error_response(
-            ERRORS[errors.MalformedReply].status,
-            "malformed_reply",
+            doc.status,
+            doc.kind,
             str(exc),
             event_id=exc.receipt.event_id,
             receipt=exc.receipt.model_dump(mode="json"),
@@ -221,8 +213,8 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int = RETRY_AFTER_S) 
 
     app.add_exception_handler(errors.PublishError, publish_error)
     app.add_exception_handler(errors.RepliesUnavailable, replies_unavailable)
-    app.add_exception_handler(errors.ReplyTimeout, reply_timeout)
-    app.add_exception_handler(errors.MalformedReply, malformed_reply)
+    app.add_exception_handler(errors.ReplyTimeout, published_without_reply)
+    app.add_exception_handler(errors.MalformedReply, published_without_reply)
     app.add_exception_handler(errors.StoreError, store_error)
     for misuse in (
         idempotency.InvalidIdempotencyKey,

@@ -131,7 +131,6 @@ class ConsumerRunner:
             backoff_max_ms=config.backoff_max_ms,
             restarts_counter=self._metrics.loop_restarts.labels(config.topic),
         )
-        self._restarted = False
         self._crashes = 0  # unexpected handler errors in a row, on the record in hand
         self.stopping = asyncio.Event()
         self._state = RunnerState.NEW
@@ -244,9 +243,8 @@ class ConsumerRunner:
     # --- the loop ------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        if self._restarted:  # the loop died: the record in hand was not committed
+        if self._supervisor.restarts:  # the loop died: the record in hand was not committed
             await self._rewind()
-        self._restarted = True
         while not self.stopping.is_set():
             try:
                 fetched = await self._poll()
