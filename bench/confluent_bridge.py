@@ -33,16 +33,17 @@ _Report = tuple["asyncio.Future[DeliveredRecord]", KafkaError | None, Message]
 
 
 class DeliveredRecord:
-    """Where the broker put a record (from librdkafka's delivery report)."""
+    """Where the broker put a record (from librdkafka's delivery report). With acks=0 the
+    broker sends no answer and librdkafka reports no offset: `offset` is -1 then."""
 
     __slots__ = ("offset", "partition", "timestamp")
 
     def __init__(self, message: Message) -> None:
         partition, offset = message.partition(), message.offset()
-        if partition is None or offset is None:
-            raise KafkaException("delivery report without partition or offset")
+        if partition is None:
+            raise KafkaException("delivery report without a partition")
         self.partition: int = partition
-        self.offset: int = offset
+        self.offset: int = -1 if offset is None else offset
         self.timestamp: int = message.timestamp()[1]
 
 
@@ -125,14 +126,15 @@ class AsyncConfluentProducer:
 
 
 def librdkafka_config(
-    bootstrap_servers: Sequence[str], client_id: str, *, linger_ms: int = 0
+    bootstrap_servers: Sequence[str], client_id: str, *, linger_ms: int = 0, acks: str = "all"
 ) -> dict[str, object]:
-    """acks=all with idempotence, like every other peer; linger 0 like aiokafka's default
-    (librdkafka's own default is 5 ms)."""
+    """acks=all with idempotence by default, like every other peer (`acks` "0" or "1" turns
+    idempotence off, which needs acks=all); linger 0 like aiokafka's default (librdkafka's
+    own default is 5 ms)."""
     return {
         "bootstrap.servers": ",".join(bootstrap_servers),
         "client.id": client_id,
-        "enable.idempotence": True,
-        "acks": "all",
+        "enable.idempotence": acks == "all",
+        "acks": acks,
         "linger.ms": linger_ms,
     }

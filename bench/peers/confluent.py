@@ -1,8 +1,9 @@
 """Peer: confluent-kafka's `Producer` (librdkafka) in FastAPI, delivery reports as futures.
 
-One producer per process (enable.idempotence=true, acks=all, linger.ms=0), started and
-flushed by the lifespan; `bench.confluent_bridge` turns each delivery report into the
-awaited result of the request (a daemon thread drives `poll()`).
+One producer per process (`BENCH_ACKS`, default acks=all with enable.idempotence=true;
+linger.ms=0), started and flushed by the lifespan; `bench.confluent_bridge` turns each
+delivery report into the awaited result of the request (a daemon thread drives `poll()`).
+With acks=0 librdkafka reports no offset and the `202` says -1.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         producer = AsyncConfluentProducer(
-            librdkafka_config(settings.bootstrap_servers, "bench-confluent")
+            librdkafka_config(settings.bootstrap_servers, "bench-confluent", acks=settings.acks)
         )
         await producer.start()
         try:

@@ -14,7 +14,7 @@ from bench.peers.common import (
     ROUTE,
     PeerSettings,
     VerificationEmailRequest,
-    accepted,
+    accepted_record,
     add_health_route,
     to_message,
 )
@@ -30,8 +30,8 @@ def create_app() -> FastAPI:
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers,
             client_id="bench-producer-per-request",
-            acks="all",
-            enable_idempotence=True,
+            acks=settings.aiokafka_acks,
+            enable_idempotence=settings.idempotent,
         )
         await producer.start()
         try:
@@ -40,7 +40,7 @@ def create_app() -> FastAPI:
             )
         finally:
             await producer.stop()
-        return accepted(message, metadata.partition, metadata.offset, metadata.timestamp)
+        return accepted_record(message, metadata)
 
     add_health_route(app)
     return app

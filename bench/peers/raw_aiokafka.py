@@ -1,7 +1,9 @@
 """Peer: FastAPI with one shared `AIOKafkaProducer`, started and stopped by the lifespan.
 
-Each request awaits `send_and_wait` (acks=all, idempotent). No deadline, no error mapping, no
-receipt model: the difference to the app is the cost of the app's `KafkaPublisher` facade.
+Each request awaits `send_and_wait` (`BENCH_ACKS`, default acks=all with idempotence; with
+acks=0 aiokafka answers `None` and the `202` has no partition or offset). No deadline, no
+error mapping, no receipt model: the difference to the app is the cost of the app's
+`KafkaPublisher` facade.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from bench.peers.common import (
     ROUTE,
     PeerSettings,
     VerificationEmailRequest,
-    accepted,
+    accepted_record,
     add_health_route,
     to_message,
 )
@@ -31,8 +33,8 @@ def create_app() -> FastAPI:
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.bootstrap_servers,
             client_id="bench-raw-aiokafka",
-            acks="all",
-            enable_idempotence=True,
+            acks=settings.aiokafka_acks,
+            enable_idempotence=settings.idempotent,
         )
         await producer.start()
         try:
@@ -50,7 +52,7 @@ def create_app() -> FastAPI:
         metadata = await request.state.producer.send_and_wait(
             message.topic, message.value, key=message.key, headers=list(message.headers)
         )
-        return accepted(message, metadata.partition, metadata.offset, metadata.timestamp)
+        return accepted_record(message, metadata)
 
     add_health_route(app)
     return app
