@@ -27,10 +27,13 @@ counts: a server that falls behind shows a growing tail instead of hiding it by 
 load (coordinated omission). Requests go over a pool of at most `--connections` keep-alive
 connections (default 256, opened when first needed, so the warm-up opens them); a request
 whose time has come but finds every connection busy waits for one, and that wait is part of
-its latency. Every request must be answered within `--timeout-s` of its scheduled start: one
-still waiting for a connection then counts as `no_connection`, one sent but not answered as
-`timeout`; neither is in the latency histogram. Scheduling stops at `--deadline-s` after the
-start (the rest count in `not_sent`). `offered_rps` is R; `achieved_rps` is the number of
+its latency. A request that has not got a connection `--timeout-s` after its scheduled
+start is given up and counts as `no_connection`; one sent but not answered within
+`--timeout-s` of being sent counts as `timeout` (its connection is closed and reopened for
+the next request: a late answer must not be read as the next one's). Neither is in the
+latency histogram, so look at both counts next to the percentiles. Scheduling stops at
+`--deadline-s` after the start (the rest count in `not_sent`); the last requests then end
+within twice `--timeout-s`. `offered_rps` is R; `achieved_rps` is the number of
 answers with the expected status per second of the measured part (from the first measured
 request's scheduled start to the end of the last measured request).
 
@@ -366,20 +369,26 @@ async def _open_loop(
     measured_start: float | None = None
 
     async def one(body: bytes, scheduled: float, tally: Tally) -> None:
-        send: Send | None = None
         try:
             async with asyncio.timeout(max(0.0, scheduled + timeout_s - time.perf_counter())):
                 send = await pool.acquire()
+        except TimeoutError:
+            tally.failed("no_connection", time.perf_counter())
+            return
+        except (OSError, httpx.HTTPError) as exc:  # opening a connection failed
+            tally.failed(type(exc).__name__, time.perf_counter())
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
                 status = await send(body)
         except TimeoutError:
-            tally.failed("timeout" if send is not None else "no_connection", time.perf_counter())
+            tally.failed("timeout", time.perf_counter())
             return
         except (OSError, httpx.HTTPError) as exc:
             tally.failed(type(exc).__name__, time.perf_counter())
             return
         finally:
-            if send is not None:
-                pool.release(send)
+            pool.release(send)
         now = time.perf_counter()
         tally.answered(status, now - scheduled, now)
 
@@ -611,7 +620,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--expect-status", type=int, default=202, help="success (202)")
     parser.add_argument("--deadline-s", type=float, default=60.0, help="stop sending after")
     parser.add_argument(
-        "--timeout-s", type=float, default=15.0, help="per request (open loop: from schedule)"
+        "--timeout-s",
+        type=float,
+        default=15.0,
+        help="per request; open loop: also the longest wait for a connection",
     )
     parser.add_argument("--server-pid", type=int, help="measure this process's CPU and RSS")
     parser.add_argument("--broker-pid", type=int, help="measure this process's CPU too")
