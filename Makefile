@@ -61,7 +61,7 @@ pytest: kafka-fetch  ## the test suite, real brokers included
 
 test: lint typecheck docs pytest  ## lint, type-check, build the docs strictly, then the whole suite
 
-bench: kafka-fetch  ## speed and memory next to peer implementations; writes bench/RESULTS.md
+bench: kafka-fetch  ## speed and memory next to the seed's NestJS stack and Python peers (installs Node and the peers); writes bench/results/ and the README's table
 	$(UV) sync --locked --group bench
 	$(PY) -m bench
 

@@ -38,7 +38,7 @@ import httpx
 
 from bench import edge_attacks, environment, procfs
 from bench.edge_attacks import Outcome, Target
-from bench.run import HOST, _create_topics, _log_tail, _run_json, _stop_process, free_port, log
+from bench.harness import HOST, create_topics, free_port, log, log_tail, run_json, stop_process
 from devtools.kafka import REPO_ROOT, KafkaCluster
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -197,7 +197,7 @@ def serve(candidate: Candidate, env: dict[str, str], scratch: Path) -> Iterator[
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"exited with {process.returncode}:\n{_log_tail(log_path)}")
+                raise RuntimeError(f"exited with {process.returncode}:\n{log_tail(log_path)}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"http://{HOST}:{port}/health/ready", timeout=2).status_code == 200:
                     break
@@ -207,7 +207,7 @@ def serve(candidate: Candidate, env: dict[str, str], scratch: Path) -> Iterator[
         time.sleep(1.0)  # a supervisor's worker is up; let the serving process settle
         yield port, serving_pid(process.pid)
     finally:
-        _stop_process(process)
+        stop_process(process)
 
 
 @dataclass(slots=True)
@@ -251,7 +251,7 @@ def load(port: int, pid: int, concurrency: int, requests: int, tag: str) -> dict
         "--tag",
         tag,
     ]
-    result = _run_json(command, timeout_s=150)
+    result = run_json(command, timeout_s=150)
     return {
         "rps": result["throughput_rps"],
         "p50": result["latency"]["p50_ms"],
@@ -270,7 +270,7 @@ def run(args: argparse.Namespace) -> tuple[list[Result], dict[str, str]]:
         try:
             chosen = [c for c in CANDIDATES if not args.servers or c.name in args.servers]
             topics = [f"bench.edge.{i}" for i in range(len(chosen))]
-            asyncio.run(_create_topics(cluster.bootstrap_servers, topics))
+            asyncio.run(create_topics(cluster.bootstrap_servers, topics))
             for index, candidate in enumerate(chosen):
                 log(f"{candidate.name}")
                 env = {

@@ -1,54 +1,59 @@
-"""Turn the runs into Markdown: tables (median of the runs and their range), the environment,
-and an interpretation computed from the same numbers (so it stays true on every re-run)."""
+"""Write a bench run: `bench/results/bench-<date>.json` (every figure), `.md` (the tables, the
+targets, the environment), three PNG plots, and the README's benchmark section.
+
+    python -m bench.report bench/results/bench-<date>.json   # make the Markdown and plots again
+"""
 
 from __future__ import annotations
 
+import datetime
 import math
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
-from bench.stats import Spread, spread
+from bench import plan, plots, records
+from bench.analysis import OURS, PEERS_TARGETED, Results, ratio_rows, targets
+from bench.contenders import CONTENDERS
+from bench.records import Run
+from bench.stats import Spread
+from devtools.kafka import REPO_ROOT
 
-__all__ = ["HttpRun", "MicroRun", "Report", "render"]
+__all__ = ["render", "settings", "write"]
 
-NOISY = 0.20  # runs of one scenario differing by more than this, relative to their median
-REFERENCE_PEER = "raw_aiokafka"
-REFERENCE_CLIENT = "aiokafka"
-MODES = ("sequential", "concurrent")
-
-Result = dict[str, Any]
-
-
-@dataclass(slots=True)
-class HttpRun:
-    peer: str
-    concurrency: int
-    repeat: int
-    result: Result | None = None
-    error: str | None = None
-    idle_rss_kib: int | None = None
+README = REPO_ROOT / "README.md"
+LATEST = REPO_ROOT / "bench" / "RESULTS.md"  # the latest full run, without plots, for the docs
+README_START = "<!-- bench:start -->"
+README_END = "<!-- bench:end -->"
+SEED = {"nest_emit": 2.77, "kafkajs": 3.37, "nest_send": 5.33}  # the seed's means of 32, ms
+PLOT_RATE_PREFERRED = 800  # the offered rate whose percentiles the first plot shows
 
 
-@dataclass(slots=True)
-class MicroRun:
-    client: str
-    repeat: int
-    result: Result | None = None
-    error: str | None = None
-
-
-@dataclass(slots=True)
-class Report:
-    environment: dict[str, str]
-    libraries: dict[str, str]
-    settings: dict[str, str]
-    load_before: tuple[float, float, float]
-    load_after: tuple[float, float, float]
-    duration_s: float
-    peers: Sequence[tuple[str, str]]  # (name, what it is)
-    http: list[HttpRun] = field(default_factory=list)
-    micro: list[MicroRun] = field(default_factory=list)
+def settings(sizes: plan.Sizes, phases: Sequence[plan.Phase]) -> dict[str, str]:
+    return {
+        "rounds": f"{sizes.rounds}, contenders interleaved (A B C ..., order rotated each round)",
+        "phases": "; ".join(f"`{p.name}`: {p.title}" for p in phases),
+        "seed's method": f"mean of {' and of '.join(str(n) for n in sizes.serial)} serial "
+        "requests (C=1, after 22 warm-up requests)",
+        "closed loop": f"C=1: {sizes.closed_requests_c1} requests; C>1: "
+        f"{sizes.closed_duration_s:g} s measured after 20 + 2·C warm-up requests",
+        "open loop": f"{', '.join(str(r) for r in sizes.open_rates)} req/s offered; "
+        f"{sizes.open_samples:,} samples per rate over the rounds (pooled HDR histograms), "
+        f"after {sizes.open_warmup_s:g} s of warm-up; latency from each request's scheduled "
+        "start; up to 512 connections",
+        "soak": f"this service, {sizes.soak_rate} req/s for {sizes.soak_s:.0f} s, a new "
+        "address per request, RSS every 5 s",
+        "in-process": f"{sizes.micro_sequential:,} sequential and {sizes.micro_concurrent:,} "
+        "publishes from 32 tasks, per client and round",
+        "load generator": "bench.loadgen: raw HTTP/1.1 keep-alive client on uvloop, its own "
+        "process; every email unique",
+        "Python peers": "uvicorn (its defaults: uvloop, httptools), --no-access-log",
+        "Node peers": "node bench/peers/node/dist/main.js, NODE_ENV=production, `node:cluster` "
+        "for two processes",
+        "producers": "acks as the phase says; idempotence with acks=all only; linger 0",
+        "topics": "one per contender and phase, 1 partition",
+    }
 
 
 # -- formatting --------------------------------------------------------------------------------
@@ -58,22 +63,15 @@ def _num(value: float, digits: int = 0) -> str:
     return "-" if math.isnan(value) else f"{value:,.{digits}f}"
 
 
-def _with_range(s: Spread, digits: int = 0) -> str:
+def _range(s: Spread, digits: int = 0) -> str:
     if math.isnan(s.median):
         return "-"
-    if _num(s.low, digits) == _num(s.high, digits):
-        return _num(s.median, digits)
-    return f"{_num(s.median, digits)} ({_num(s.low, digits)}-{_num(s.high, digits)})"
+    low, high = _num(s.low, digits), _num(s.high, digits)
+    return _num(s.median, digits) if low == high else f"{_num(s.median, digits)} ({low}-{high})"
 
 
-def _ratio(value: float, reference: float) -> str:
-    if math.isnan(value) or math.isnan(reference) or reference == 0:
-        return "-"
-    return f"{value / reference:.2f}x"
-
-
-def _mib(kib: float) -> float:
-    return kib / 1024
+def _x(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}x"
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]], text_columns: int = 1) -> str:
@@ -83,443 +81,357 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]], text_columns: i
     return "\n".join(lines)
 
 
-def _collect(results: Iterable[Result], getter: Callable[[Result], float]) -> Spread:
-    values = []
-    for result in results:
-        try:
-            values.append(float(getter(result)))
-        except (KeyError, TypeError, ZeroDivisionError):
-            continue
-    return spread(values)
+# -- sections ----------------------------------------------------------------------------------
 
 
-def _unique(names: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(names))
-
-
-# -- grouping ----------------------------------------------------------------------------------
-
-
-class _Http:
-    """HTTP runs grouped by (peer, concurrency)."""
-
-    def __init__(self, runs: Sequence[HttpRun]) -> None:
-        self.runs = runs
-        self.peers = _unique(r.peer for r in runs)
-        self.concurrencies = sorted({r.concurrency for r in runs})
-
-    def results(self, peer: str, concurrency: int | None = None) -> list[Result]:
-        return [
-            r.result
-            for r in self.runs
-            if r.peer == peer
-            and (concurrency is None or r.concurrency == concurrency)
-            and r.result is not None
-        ]
-
-    def errors(self, peer: str, concurrency: int) -> list[str]:
-        return [
-            r.error
-            for r in self.runs
-            if r.peer == peer and r.concurrency == concurrency and r.error is not None
-        ]
-
-    def metric(self, peer: str, concurrency: int, getter: Callable[[Result], float]) -> Spread:
-        return _collect(self.results(peer, concurrency), getter)
-
-    def rps(self, peer: str, concurrency: int) -> Spread:
-        return self.metric(peer, concurrency, lambda r: r["throughput_rps"])
-
-    def p50(self, peer: str, concurrency: int) -> Spread:
-        return self.metric(peer, concurrency, lambda r: r["latency"]["p50_ms"])
-
-    def cpu_ms(self, peer: str, concurrency: int) -> Spread:
-        return self.metric(
-            peer, concurrency, lambda r: r["server"]["cpu_s"] / r["completed"] * 1000
-        )
-
-    def broker_cpu_ms(self, peer: str, concurrency: int) -> Spread:
-        return self.metric(peer, concurrency, lambda r: r["broker_cpu_s"] / r["completed"] * 1000)
-
-    def idle_rss(self, peer: str) -> Spread:
-        return spread(
-            [float(r.idle_rss_kib) for r in self.runs if r.peer == peer and r.idle_rss_kib]
-        )
-
-
-class _Micro:
-    def __init__(self, runs: Sequence[MicroRun]) -> None:
-        self.runs = runs
-        self.clients = _unique(r.client for r in runs)
-
-    def results(self, client: str) -> list[Result]:
-        return [r.result for r in self.runs if r.client == client and r.result is not None]
-
-    def errors(self, client: str) -> list[str]:
-        return [r.error for r in self.runs if r.client == client and r.error is not None]
-
-    def metric(self, client: str, mode: str, getter: Callable[[Result], float]) -> Spread:
-        return _collect(self.results(client), lambda r: getter(r[mode]))
-
-    def mps(self, client: str, mode: str) -> Spread:
-        return self.metric(client, mode, lambda r: r["throughput_mps"])
-
-    def p50(self, client: str, mode: str) -> Spread:
-        return self.metric(client, mode, lambda r: r["latency"]["p50_ms"])
-
-    def cpu_us(self, client: str, mode: str) -> Spread:
-        return self.metric(client, mode, lambda r: r["cpu_us_per_message"])
-
-
-# -- tables ------------------------------------------------------------------------------------
-
-
-def http_table(http: _Http) -> str:
+def headline(r: Results) -> str:
+    """The main phase: throughput per C and the seed's serial means, one row per contender."""
+    cs = r.concurrencies("main")
+    counts = r.serial_counts("main")
     header = [
-        "peer",
-        "C",
-        "requests/run",
-        "req/s: median (min-max)",
-        f"vs {REFERENCE_PEER}",
-        "p50 ms: median (min-max)",
-        "p95 ms",
-        "p99 ms",
-        "non-202",
-        "server CPU ms/req",
-        "broker CPU ms/req",
-        "peak RSS MiB",
-        "RSS after MiB",
+        "contender",
+        *[f"mean of {n} serial ms" for n in counts],
+        *[f"req/s C={c}" for c in cs],
+        *[f"p99 ms C={c}" for c in cs],
+        "server CPU ms/req C=32",
     ]
     rows = []
-    for concurrency in http.concurrencies:
-        reference = http.rps(REFERENCE_PEER, concurrency).median
-        for peer in http.peers:
-            results = http.results(peer, concurrency)
-            errors = http.errors(peer, concurrency)
-            if not results:
-                reason = f"all runs failed: {errors[0][:60]}" if errors else "not run"
-                rows.append([peer, str(concurrency), "-", reason, *["-"] * 9])
-                continue
-            rps = http.rps(peer, concurrency)
-            bad = sum(int(r["non_202"]) + int(r["not_sent"]) for r in results)
-            rows.append(
-                [
-                    peer,
-                    str(concurrency),
-                    _num(spread([float(r["requests"]) for r in results]).median),
-                    _with_range(rps),
-                    _ratio(rps.median, reference),
-                    _with_range(http.p50(peer, concurrency), 2),
-                    _num(
-                        http.metric(peer, concurrency, lambda r: r["latency"]["p95_ms"]).median, 2
-                    ),
-                    _num(
-                        http.metric(peer, concurrency, lambda r: r["latency"]["p99_ms"]).median, 2
-                    ),
-                    str(bad) + (f" ({len(errors)} runs failed)" if errors else ""),
-                    _num(http.cpu_ms(peer, concurrency).median, 2),
-                    _num(http.broker_cpu_ms(peer, concurrency).median, 2),
-                    _num(
-                        _mib(
-                            http.metric(
-                                peer, concurrency, lambda r: r["server"]["peak_rss_kib"]
-                            ).median
-                        ),
-                        1,
-                    ),
-                    _num(
-                        _mib(
-                            http.metric(
-                                peer, concurrency, lambda r: r["server"]["rss_after_kib"]
-                            ).median
-                        ),
-                        1,
-                    ),
-                ]
-            )
-    return _table(header, rows, text_columns=1)
-
-
-def memory_table(http: _Http) -> str:
-    header = [
-        "peer",
-        "RSS idle after start-up MiB: median (min-max)",
-        "highest peak of any run MiB",
-    ]
-    rows = []
-    for peer in http.peers:
-        idle = http.idle_rss(peer)
-        peak = _collect(http.results(peer), lambda r: r["server"]["peak_rss_kib"])
+    for name in r.contenders("main"):
         rows.append(
             [
-                peer,
-                _with_range(Spread(_mib(idle.median), _mib(idle.low), _mib(idle.high)), 1),
-                _num(_mib(peak.high), 1),
+                f"`{name}`",
+                *[_range(r.serial_mean("main", name, n), 2) for n in counts],
+                *[_range(r.rps("main", name, c)) for c in cs],
+                *[_num(r.latency("main", name, c, "p99_ms").median, 1) for c in cs],
+                _num(r.cpu_ms("main", name, 32).median, 2),
             ]
         )
     return _table(header, rows)
 
 
-def micro_table(micro: _Micro) -> str:
-    header = [
-        "client",
-        "mode",
-        "C",
-        "messages/run",
-        "msg/s: median (min-max)",
-        f"vs {REFERENCE_CLIENT}",
-        "p50 ms: median (min-max)",
-        "p95 ms",
-        "p99 ms",
-        "CPU µs/msg",
-        "failed",
-        "RSS started MiB",
-    ]
+def ratios(r: Results) -> str:
+    header = ["phase", "ours over", *[f"C={c}" for c in (1, 32, 128)]]
     rows = []
-    for mode in MODES:
-        reference = micro.mps(REFERENCE_CLIENT, mode).median
-        for client in micro.clients:
-            results = micro.results(client)
-            if not results:
-                errors = micro.errors(client)
-                reason = f"all runs failed: {errors[0][:60]}" if errors else "not run"
-                rows.append([client, mode, "-", "-", reason, *["-"] * 7])
-                continue
-            mps = micro.mps(client, mode)
-            rows.append(
-                [
-                    client,
-                    mode,
-                    str(results[0][mode]["concurrency"]),
-                    _num(spread([float(r[mode]["messages"]) for r in results]).median),
-                    _with_range(mps),
-                    _ratio(mps.median, reference),
-                    _with_range(micro.p50(client, mode), 2),
-                    _num(micro.metric(client, mode, lambda r: r["latency"]["p95_ms"]).median, 2),
-                    _num(micro.metric(client, mode, lambda r: r["latency"]["p99_ms"]).median, 2),
-                    _num(micro.cpu_us(client, mode).median),
-                    str(sum(sum(r[mode]["failures"].values()) for r in results)),
-                    _num(_mib(_collect(results, lambda r: r["started_rss_kib"]).median), 1),
-                ]
-            )
+    for phase in r.phases():
+        if OURS not in r.contenders(phase):
+            continue
+        others = [*PEERS_TARGETED, "confluent", "confluent_aio", "http_only"]
+        for other, values in ratio_rows(r, phase, others):
+            label = f"`{other}`" + (" (HTTP ceiling)" if other == "http_only" else "")
+            rows.append([phase, label, *[_x(v) for v in values]])
+    producer = [
+        r.micro("aiokafka", mode, "throughput_mps").median for mode in ("sequential", "concurrent")
+    ]
+    app_rps = [r.rps("main", OURS, c).median for c in (1, 32)]
+    if not any(math.isnan(v) for v in producer + app_rps):
+        rows.append(
+            [
+                "main",
+                "raw `send_and_wait` loop, no HTTP (producer ceiling; sequential, 32 tasks)",
+                _x(app_rps[0] / producer[0]),
+                _x(app_rps[1] / producer[1]),
+                "-",
+            ]
+        )
     return _table(header, rows, text_columns=2)
 
 
-# -- interpretation ----------------------------------------------------------------------------
-
-
-def _times(value: float, reference: float) -> str:
-    if math.isnan(value) or math.isnan(reference) or not reference:
-        return "-"
-    return f"{value / reference:.2f}x"
-
-
-def _http_notes(http: _Http, micro: _Micro) -> list[str]:
-    notes: list[str] = []
-    low, high = http.concurrencies[0], http.concurrencies[-1]
-    raw = REFERENCE_PEER
-
-    def rps(peer: str, concurrency: int) -> float:
-        return http.rps(peer, concurrency).median
-
-    def p50(peer: str, concurrency: int, digits: int = 2) -> str:
-        return _num(http.p50(peer, concurrency).median, digits)
-
-    def cpu(peer: str, concurrency: int) -> str:
-        return _num(http.cpu_ms(peer, concurrency).median, 2)
-
-    def micro_cpu(client: str, mode: str) -> str:
-        return _num(micro.cpu_us(client, mode).median)
-
-    if "http_only" in http.peers:
-        notes.append(
-            f"**Ceiling without Kafka.** `http_only` (same validation and message, no broker) "
-            f"serves {_num(rps('http_only', low))} req/s at C={low} (p50 "
-            f"{p50('http_only', low)} ms) and {_num(rps('http_only', high))} req/s at "
-            f"C={high}: FastAPI, uvicorn and the load generator alone. Every Kafka peer is "
-            "below this line."
-        )
-    if {"app", raw} <= set(http.peers):
-        text = (
-            f"**The facade's cost (app vs {raw}).** At C={low}: p50 {p50('app', low)} vs "
-            f"{p50(raw, low)} ms, throughput {_times(rps('app', low), rps(raw, low))}. At "
-            f"C={high}: throughput {_times(rps('app', high), rps(raw, high))}, server CPU "
-            f"{cpu('app', high)} vs {cpu(raw, high)} ms per request."
-        )
-        if {"facade", REFERENCE_CLIENT} <= set(micro.clients):
-            ratio = _times(
-                micro.mps("facade", "concurrent").median,
-                micro.mps(REFERENCE_CLIENT, "concurrent").median,
+def phase_table(r: Results, phase: str) -> str:
+    header = [
+        "contender", "C", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "server CPU ms/req",
+        "broker CPU ms/req", "peak RSS MiB", "unexpected answers",
+    ]  # fmt: skip
+    rows = []
+    for c in r.concurrencies(phase):
+        for name in r.contenders(phase):
+            rows.append(
+                [
+                    f"`{name}`",
+                    str(c),
+                    _range(r.rps(phase, name, c)),
+                    _range(r.latency(phase, name, c, "p50_ms"), 2),
+                    _num(r.latency(phase, name, c, "p99_ms").median, 1),
+                    _num(r.latency(phase, name, c, "p99_9_ms").median, 1),
+                    _num(r.cpu_ms(phase, name, c).median, 2),
+                    _num(r.broker_cpu_ms(phase, name, c).median, 2),
+                    _num(r.peak_rss_mib(phase, name, c).median, 1),
+                    str(r.unexpected(phase, name)) if c == r.concurrencies(phase)[0] else "",
+                ]
             )
-            text += (
-                f" Without HTTP, `KafkaPublisher.publish` costs "
-                f"{micro_cpu('facade', 'sequential')} vs "
-                f"{micro_cpu(REFERENCE_CLIENT, 'sequential')} µs CPU per message sequentially "
-                f"and {micro_cpu('facade', 'concurrent')} vs "
-                f"{micro_cpu(REFERENCE_CLIENT, 'concurrent')} µs concurrently (throughput "
-                f"{ratio} of aiokafka's): what `publish` adds to every message (deadline and "
-                "attempt timeouts, retry state, error mapping, the receipt model)."
-            )
-        notes.append(text)
-    if {"producer_per_request", raw} <= set(http.peers):
-        notes.append(
-            f"**One producer per request** is the costly mistake: p50 "
-            f"{p50('producer_per_request', low, 1)} ms at C={low} vs {p50(raw, low)} ms with "
-            f"one shared producer, and {_num(rps('producer_per_request', high))} vs "
-            f"{_num(rps(raw, high))} req/s at C={high} (server CPU "
-            f"{cpu('producer_per_request', high)} vs {cpu(raw, high)} ms per request, broker "
-            f"CPU {_num(http.broker_cpu_ms('producer_per_request', high).median, 2)} vs "
-            f"{_num(http.broker_cpu_ms(raw, high).median, 2)} ms). Each request pays a "
-            "bootstrap connection, a metadata request, `InitProducerId` and a close, and the "
-            "broker sees a new idempotent producer per message."
-        )
-    for peer, client, label in (
-        ("faststream", "faststream", "FastStream"),
-        ("confluent", "confluent", "confluent-kafka"),
-    ):
-        if not {peer, raw} <= set(http.peers):
-            continue
-        text = (
-            f"**{label}.** Over HTTP: {_times(rps(peer, low), rps(raw, low))} (C={low}) and "
-            f"{_times(rps(peer, high), rps(raw, high))} (C={high}) of {raw}'s throughput, "
-            f"server CPU {cpu(peer, high)} vs {cpu(raw, high)} ms per request at C={high}."
-        )
-        if {client, REFERENCE_CLIENT} <= set(micro.clients):
-            text += (
-                f" Without HTTP: p50 {_num(micro.p50(client, 'sequential').median, 2)} ms "
-                f"sequentially (aiokafka "
-                f"{_num(micro.p50(REFERENCE_CLIENT, 'sequential').median, 2)}), "
-                f"{_num(micro.mps(client, 'concurrent').median)} msg/s concurrently (aiokafka "
-                f"{_num(micro.mps(REFERENCE_CLIENT, 'concurrent').median)}), "
-                f"{micro_cpu(client, 'concurrent')} µs CPU per message (aiokafka "
-                f"{micro_cpu(REFERENCE_CLIENT, 'concurrent')})."
-            )
-        notes.append(text)
-    return notes
+    return _table(header, rows, text_columns=1)
 
 
-def interpretation(report: Report, http: _Http, micro: _Micro) -> list[str]:
-    """Bullet points stating what the tables show, with their numbers."""
-    notes = _http_notes(http, micro) if http.concurrencies else []
-    if "confluent_linger5" in micro.clients:
-        notes.append(
-            "**librdkafka's default `linger.ms=5`** (`confluent_linger5`) puts a floor under "
-            f"latency: p50 {_num(micro.p50('confluent_linger5', 'sequential').median, 2)} ms "
-            "per sequential publish; the other confluent rows use `linger.ms=0`, aiokafka's "
-            "default."
-        )
-    idle = {peer: http.idle_rss(peer).median for peer in http.peers}
-    known = {peer: kib for peer, kib in idle.items() if not math.isnan(kib)}
-    if known:
-        lightest, heaviest = min(known, key=known.__getitem__), max(known, key=known.__getitem__)
-        baseline = (
-            f"; `http_only`, without any Kafka client, idles at "
-            f"{_num(_mib(known['http_only']), 1)} MiB: most of it is Python, FastAPI and pydantic"
-            if "http_only" in known
-            else ""
-        )
-        notes.append(
-            f"**Memory.** Idle server RSS ranges from {_num(_mib(known[lightest]), 1)} MiB "
-            f"(`{lightest}`) to {_num(_mib(known[heaviest]), 1)} MiB (`{heaviest}`){baseline}. "
-            "The peaks under load are in the HTTP table."
-        )
-    noisy = []
-    for peer in http.peers:
-        for concurrency in http.concurrencies:
-            s = http.rps(peer, concurrency)
-            if s.relative > NOISY:
-                noisy.append(f"{peer} C={concurrency} ({s.relative:.0%})")
-    for client in micro.clients:
-        for mode in MODES:
-            s = micro.mps(client, mode)
-            if s.relative > NOISY:
-                noisy.append(f"micro {client} {mode} ({s.relative:.0%})")
-    if noisy:
-        spread_text = (
-            f"The throughput of these scenarios varied by more than {NOISY:.0%} of the median "
-            f"between runs (max-min)/median: {', '.join(noisy)}."
-        )
-    else:
-        spread_text = f"Every scenario's runs stayed within {NOISY:.0%} of their median."
-    loads = spread([float(r.result["load_before"]) for r in http.runs if r.result])
-    during = (
-        f", before each HTTP run {_num(loads.low, 2)}-{_num(loads.high, 2)}"
-        if not math.isnan(loads.median)
-        else ""
+def open_table(r: Results, phase: str) -> str:
+    header = ["contender", "offered req/s", "achieved req/s", "samples", "p50 ms", "p90 ms",
+              "p99 ms (rounds' range)", "p99.9 ms", "max ms"]  # fmt: skip
+    rows = []
+    for rate in r.rates(phase):
+        for name in r.contenders(phase):
+            pooled = r.pooled(phase, name, rate)
+            if not pooled:
+                continue
+            p99 = _num(pooled["p99_ms"], 1)
+            p99_range = f"{_num(pooled['p99_low'], 1)}-{_num(pooled['p99_high'], 1)}"
+            rows.append(
+                [
+                    f"`{name}`", f"{rate:,}", _num(pooled["achieved_rps"]),
+                    f"{int(pooled['count']):,}", _num(pooled["p50_ms"], 2),
+                    _num(pooled["p90_ms"], 2), f"{p99} ({p99_range})",
+                    _num(pooled["p99_9_ms"], 1), _num(pooled["max_ms"], 1),
+                ]
+            )  # fmt: skip
+    return _table(header, rows)
+
+
+def accounting(r: Results) -> str:
+    header = ["phase", "contender", "2xx answers", "records on its topic", "same", "contract"]
+    rows = []
+    for phase in r.phases():
+        for name in r.contenders(phase):
+            answered, written = r.records(phase, name)
+            uses_kafka = name != "http_only"
+            same = (
+                "-"
+                if not uses_kafka or written is None
+                else ("yes" if written == answered else "**no**")
+            )
+            deviations = r.contract(name)
+            shown = "-" if not uses_kafka or written is None else f"{written:,}"
+            verdict = "answers alike" if not deviations else "; ".join(deviations)
+            rows.append([phase, f"`{name}`", f"{answered:,}", shown, same, verdict])
+    return _table(header, rows, text_columns=2)
+
+
+def micro_table(r: Results) -> str:
+    header = ["client", "mode", "msg/s", "p50 ms", "p99 ms", "CPU µs/msg", "vs aiokafka CPU"]
+    rows = []
+    for mode in ("sequential", "concurrent"):
+        reference = r.micro("aiokafka", mode, "cpu_us_per_message").median
+        for client in dict.fromkeys(m.client for m in r.run.micro):
+            cpu = r.micro(client, mode, "cpu_us_per_message")
+            rows.append(
+                [
+                    f"`{client}`", mode, _range(r.micro(client, mode, "throughput_mps")),
+                    _num(_micro_latency(r, client, mode, "p50_ms"), 2),
+                    _num(_micro_latency(r, client, mode, "p99_ms"), 2),
+                    _range(cpu), _x(cpu.median / reference if reference else math.nan),
+                ]
+            )  # fmt: skip
+    return _table(header, rows, text_columns=2)
+
+
+def _micro_latency(r: Results, client: str, mode: str, key: str) -> float:
+    values = sorted(
+        float(m.result[mode]["latency"][key])
+        for m in r.run.micro
+        if m.client == client and m.result
     )
-    notes.append(
-        f"**Noise.** {spread_text} Load average (1 min) before the bench "
-        f"{report.load_before[0]:.2f}{during}, after {report.load_after[0]:.2f}. Differences of "
-        "a few percent between peers are within the noise; CPU per request moves less than "
-        "throughput from run to run."
+    return values[len(values) // 2] if values else math.nan
+
+
+def soak_section(r: Results) -> str:
+    soak = r.run.soak
+    if soak is None:
+        return "Not run."
+    if soak.error:
+        return f"Failed: {soak.error}"
+    first, last, growth = r.soak_growth()
+    peak = max(kib for _, kib in soak.samples) / 1024
+    result = soak.result or {}
+    latency = result.get("latency", {})
+    written = f"{soak.records:,}" if soak.records is not None else "?"
+    p50, p99, p999 = (_num(latency.get(k, math.nan), 1) for k in ("p50_ms", "p99_ms", "p99_9_ms"))
+    return (
+        f"`{soak.contender}` at {soak.rate} req/s offered for {soak.duration_s:.0f} s "
+        f"({soak.answered_2xx:,} 2xx answers, {written} records written, "
+        f"{result.get('non_202', '?')} unexpected answers; p50 {p50} ms, p99 {p99} ms, "
+        f"p99.9 {p999} ms): RSS {first:.1f} MiB once settled "
+        f"(after 30 s), {last:.1f} MiB at the end ({growth:+.1%}), highest {peak:.1f} MiB."
     )
-    return notes
 
 
-# -- document ----------------------------------------------------------------------------------
-
-
-def render(report: Report) -> str:
-    http, micro = _Http(report.http), _Micro(report.micro)
-    load = ", ".join(f"{v:.2f}" for v in report.load_before)
-    load_after = ", ".join(f"{v:.2f}" for v in report.load_after)
-    parts = [
-        "# Benchmark results",
-        "",
-        "Written by `make bench` (`python -m bench`); see `bench/__init__.py` for what is measured "
-        "and how. Each scenario ran "
-        f"{report.settings.get('repeats', '?')} times; tables show the median and, in brackets, "
-        "the lowest and highest run.",
-        "",
-        "**Read with care**: one 2-core machine runs the broker (a JVM), the server under test "
-        "and the load generator at once, so absolute numbers are low and move from run to run. "
-        f"Load average (1, 5, 15 min) before the run: {load}; after: {load_after}.",
-        "",
-        "## HTTP: `POST /verification-emails`, one uvicorn worker per peer",
-        "",
-        "C = concurrent connections of the load generator. Latency is per request at the "
-        "client; server CPU, peak RSS (`VmHWM`, reset before each run) and RSS after are of the "
-        "server process during the measured requests, broker CPU is the broker JVM's over the "
-        "same requests.",
-        "",
-        http_table(http),
-        "",
-        "| peer | what it is |",
-        "| --- | --- |",
-        *[f"| {name} | {summary} |" for name, summary in report.peers],
-        "",
-        "### Memory of the server process",
-        "",
-        memory_table(http),
-        "",
-        "## In-process: publishes without HTTP",
-        "",
-        "`sequential`: one publish at a time; `concurrent`: C tasks publishing at once. CPU is "
-        "the whole process's (librdkafka's threads included) per acknowledged message. RSS "
-        "started: the process once its client is connected (interpreter, library, client).",
-        "",
-        micro_table(micro),
-        "",
-        "## Interpretation",
-        "",
-        *[f"- {note}" for note in interpretation(report, http, micro)],
-        "- acks=all on a one-node broker waits for the leader only: with replicas every "
-        "acknowledgement also waits for the followers, which adds latency to every peer alike.",
-        "",
-        "## Environment",
-        "",
-        "| | |",
-        "| --- | --- |",
-        *[f"| {name} | {value} |" for name, value in report.environment.items()],
-        f"| bench duration | {report.duration_s:.0f} s |",
-        "",
-        "| library | version |",
-        "| --- | --- |",
-        *[f"| {name} | {version} |" for name, version in report.libraries.items()],
-        "",
-        "| setting | value |",
-        "| --- | --- |",
-        *[f"| {name} | {value} |" for name, value in report.settings.items()],
-        "",
+def targets_table(r: Results) -> str:
+    rows = [
+        [t.name, "not measured" if t.met is None else ("met" if t.met else "**missed**"), t.detail]
+        for t in targets(r)
     ]
-    return "\n".join(parts)
+    return _table(["target", "", "figures"], rows, text_columns=3)
+
+
+def seed_table(r: Results) -> str:
+    counts = r.serial_counts("main")
+    header = ["contender", "the seed's mean of 32 ms", *[f"here: mean of {n} ms" for n in counts]]
+    rows = []
+    for name in ("app", "nest_emit", "kafkajs", "app_reply", "nest_send"):
+        if name not in r.contenders("main"):
+            continue
+        rows.append(
+            [f"`{name}`", _num(SEED.get(name, math.nan), 2),
+             *[_range(r.serial_mean("main", name, n), 2) for n in counts]]
+        )  # fmt: skip
+    return _table(header, rows)
+
+
+def _environment(run: Run) -> str:
+    env = _table(["", ""], [[k, v] for k, v in run.environment.items()], text_columns=2)
+    versions = _table(["component", "version"], [[k, v] for k, v in run.versions.items()], 2)
+    config = _table(["setting", "value"], [[k, v] for k, v in run.settings.items()], 2)
+    load = ", ".join(f"{v:.2f}" for v in run.load)
+    return (
+        f"{env}\n\nLoad average (1 min) before and after: {load}. Whole run: "
+        f"{run.duration_s / 60:.0f} min. Command: `{run.command}`.\n\n{versions}\n\n{config}"
+    )
+
+
+def render(run: Run, plot_names: Sequence[str] = ()) -> str:
+    r = Results(run)
+    summaries = "\n".join(
+        f"| `{c.name}` | {c.summary} |"
+        for c in CONTENDERS
+        if any(s.contender == c.name for s in run.sessions)
+    )
+    parts = [
+        "# Benchmark: this service next to the seed's NestJS stack and the Python peers",
+        f"Written by `{run.command}` (`bench/run.py`); `bench/results/*.json` holds every figure. "
+        "Medians of the rounds, with the lowest and highest round in brackets. One 2-core "
+        "machine runs the broker(s), the contender and the load generator at once: compare "
+        "the contenders with each other, not with other machines.",
+        "## Targets\n\n" + targets_table(r),
+        "## The contenders\n\n| contender | what it is |\n| --- | --- |\n" + summaries,
+        "## Main phase: one broker, acks=all, one server process\n\n" + headline(r),
+        "## Ratios: our throughput over each contender's\n\n" + ratios(r),
+        "## The seed's method\n\n" + seed_table(r),
+        *[f"![{name}]({name})" for name in plot_names],
+        *[f"## Phase `{p}`\n\n" + phase_table(r, p) for p in r.phases()],
+        *[
+            f"## Open loop, phase `{p}`\n\nLatency from each request's scheduled start.\n\n"
+            + open_table(r, p)
+            for p in r.phases()
+            if r.rates(p)
+        ],
+        "## Soak\n\n" + soak_section(r),
+        "## In-process: publishes without HTTP\n\n" + (micro_table(r) if run.micro else "Not run."),
+        "## Every request accounted for\n\n" + accounting(r),
+        "## Environment\n\n" + _environment(run),
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def _note(run: Run) -> str:
+    env = run.environment
+    rounds = len({s.round for s in run.sessions})
+    return (
+        f"{env.get('date (UTC)', '')}, {env.get('CPUs', '?')} CPUs ({env.get('CPU model', '')}), "
+        f"broker on the same machine; medians of {rounds} rounds"
+    )
+
+
+def _plots(run: Run, directory: Path, stem: str) -> list[str]:
+    r = Results(run)
+    note = _note(run)
+    names: list[str] = []
+    contenders = r.contenders("main")
+    rates = r.rates("main")
+    if rates:
+        rate = PLOT_RATE_PREFERRED if PLOT_RATE_PREFERRED in rates else rates[0]
+        rows = []
+        for name in contenders:
+            if pooled := r.pooled("main", name, rate):
+                keys = {"p50": "p50_ms", "p90": "p90_ms", "p99": "p99_ms", "p99.9": "p99_9_ms"}
+                rows.append((name, {label: pooled[key] for label, key in keys.items()}))
+        names.append(f"{stem}-percentiles.png")
+        plots.latency_percentiles(
+            directory / names[-1],
+            rows,
+            title=f"Latency at {rate:,} req/s offered (open loop; one broker, acks=all)",
+            note=note,
+        )
+        series = {}
+        for name in contenders:
+            points = [
+                (float(offered), p["p50_ms"], p["p99_ms"])
+                for offered in rates
+                if (p := r.pooled("main", name, offered))
+            ]
+            if points:
+                series[name] = points
+        names.append(f"{stem}-load.png")
+        plots.latency_against_load(
+            directory / names[-1],
+            series,
+            title="Latency against offered load (open loop; one broker, acks=all)",
+            note=note,
+        )
+    throughput: dict[str, dict[int, tuple[float, float, float]]] = {}
+    for name in contenders:
+        for c in r.concurrencies("main"):
+            s = r.rps("main", name, c)
+            if not math.isnan(s.median):
+                throughput.setdefault(name, {})[c] = (s.median, s.low, s.high)
+    names.append(f"{stem}-throughput.png")
+    plots.throughput_per_concurrency(
+        directory / names[-1],
+        throughput,
+        title="Throughput per concurrency (closed loop; one broker, acks=all)",
+        note=note,
+    )
+    return names
+
+
+def _readme_section(run: Run, markdown: str, plot_names: Sequence[str]) -> str:
+    r = Results(run)
+    link = f"bench/results/{markdown}"
+    return "\n\n".join(
+        [
+            README_START,
+            f"Measured by `{run.command}` on {run.environment.get('date (UTC)', '')} "
+            f"({run.environment.get('CPUs', '?')} CPUs, {run.environment.get('CPU model', '')}, "
+            f"Kafka {run.environment.get('Kafka', '')}; one broker, acks=all, idempotent, one "
+            f"server process, medians of {len({s.round for s in run.sessions})} interleaved "
+            "rounds). "
+            f"Everything, with every phase, the settings and versions: [{link}]({link}).",
+            headline(r),
+            targets_table(r),
+            *[f"![{n}](bench/results/{n})" for n in plot_names],
+            README_END,
+        ]
+    )
+
+
+def write(run: Run, directory: Path, *, readme: bool) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = f"bench-{datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d')}"
+    data = directory / f"{stem}.json"
+    records.save(run, data)
+    plot_names = _plots(run, directory, stem)
+    markdown = directory / f"{stem}.md"
+    markdown.write_text(render(run, plot_names))
+    written = [data, markdown, *(directory / n for n in plot_names)]
+    if readme:
+        LATEST.write_text(render(run))
+        written.append(LATEST)
+    if readme and README.exists():
+        text = README.read_text()
+        section = _readme_section(run, markdown.name, plot_names)
+        pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
+        if pattern.search(text):
+            README.write_text(pattern.sub(lambda _: section, text))
+            written.append(README)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print(__doc__, file=sys.stderr)
+        return 2
+    path = Path(args[0])
+    run = records.load(path)
+    stem = path.stem
+    plot_names = _plots(run, path.parent, stem)
+    path.with_suffix(".md").write_text(render(run, plot_names))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

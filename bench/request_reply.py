@@ -47,15 +47,15 @@ import httpx
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from bench import environment, procfs
-from bench.run import (
+from bench.harness import (
     HOST,
-    _create_topics,
-    _log_tail,
-    _run_json,
-    _stop_process,
-    _terminate,
+    create_topics,
     free_port,
     log,
+    log_tail,
+    run_json,
+    stop_process,
+    terminate,
 )
 from devtools.kafka import REPO_ROOT, KafkaCluster
 
@@ -177,11 +177,11 @@ def started(name: str, module: str, env: dict[str, str], log_path: Path) -> Iter
     try:
         time.sleep(0.2)
         if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}:\n{_log_tail(log_path)}")
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{log_tail(log_path)}")
         yield process.pid
     finally:
         stopping = time.monotonic()
-        _stop_process(process)
+        stop_process(process)
         log(f"  {name} stopped in {time.monotonic() - stopping:.1f}s")
 
 
@@ -204,7 +204,7 @@ def wait_ready(base: str, pids: dict[str, int], logs: dict[str, Path]) -> None:
         while True:
             for name, pid in pids.items():
                 if not _alive(pid):
-                    raise RuntimeError(f"{name} exited:\n{_log_tail(logs[name])}")
+                    raise RuntimeError(f"{name} exited:\n{log_tail(logs[name])}")
             with contextlib.suppress(httpx.HTTPError):
                 if url.endswith("/ready"):
                     status = httpx.get(url, timeout=2.0).status_code
@@ -281,7 +281,7 @@ def _loadgen(url: str, requests: int, concurrency: int, tag: str, pids: dict[str
     ]
     if "broker" in pids:
         command += ["--broker-pid", str(pids["broker"])]
-    return _run_json(command, timeout_s=RUN_DEADLINE_S + 2 * REQUEST_TIMEOUT_S + 30)
+    return run_json(command, timeout_s=RUN_DEADLINE_S + 2 * REQUEST_TIMEOUT_S + 30)
 
 
 def measure(
@@ -639,7 +639,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     plan = Plan(requests=50 if args.quick else args.requests, concurrencies=(1, CONCURRENCY))
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
     load_before = environment.load_average()[0]
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="kafka-events-request-reply-") as tmp:
@@ -649,7 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cluster.start()
         try:
             servers = cluster.bootstrap_servers
-            asyncio.run(_create_topics(servers, [VERIFICATION_TOPIC]))
+            asyncio.run(create_topics(servers, [VERIFICATION_TOPIC]))
             port = free_port()
             env = service_env(servers, workdir / "store.db", port)
             logs = {"api": workdir / "api.log", "worker": workdir / "worker.log"}
