@@ -157,7 +157,8 @@ CONTENDERS: tuple[Contender, ...] = (
     ),
     Contender(
         "faststream",
-        "FastAPI + FastStream's `KafkaRouter`",
+        "FastAPI + FastStream's `KafkaRouter` (adds its `content-type` and `correlation_id` "
+        "headers)",
         "uvicorn",
         "bench.peers.faststream_kafka:create_app",
     ),
@@ -175,7 +176,8 @@ CONTENDERS: tuple[Contender, ...] = (
     ),
     Contender(
         "confluent_aio",
-        "FastAPI + confluent-kafka's asyncio `AIOProducer`",
+        "FastAPI + confluent-kafka's asyncio `AIOProducer` (2.16 refuses headers: key and "
+        "value only), `batch_size=1`, a task polling delivery reports",
         "uvicorn",
         "bench.peers.confluent_aio:create_app",
     ),
