@@ -35,7 +35,12 @@ export async function ensureTopic(brokers: string[], topic: string): Promise<voi
 // fetch for kafkajs' default 5 s.
 export async function startAtEnd(brokers: string[], groupId: string, topic: string): Promise<void> {
   const kafka = new Kafka({ clientId: 'bench-nest-admin', brokers, logLevel: KAFKA_LOG_LEVEL });
-  const ends = await withAdmin(brokers, (admin) => admin.fetchTopicOffsets(topic));
+  const ends = await withAdmin(brokers, async (admin) => {
+    if (!(await admin.listTopics()).includes(topic)) {
+      throw new Error(`topic ${topic} does not exist (the peers create none but their reply topic)`);
+    }
+    return admin.fetchTopicOffsets(topic);
+  });
   const consumer = kafka.consumer({ groupId, maxWaitTimeInMs: 100 });
   await consumer.connect();
   try {
