@@ -1,41 +1,37 @@
-"""Benchmarks: speed and memory of this service next to other ways of publishing to Kafka.
+"""Benchmarks: speed and memory of this service next to the seed's NestJS stack, the Python
+peers and two ceilings, on one machine and one broker.
 
 Run with `make bench` (or `python -m bench`; `--quick` for a smoke run, `--help` for the
-knobs). It starts its own one-node Kafka broker on loopback, runs every scenario 3 times,
-prints Markdown tables and writes them to `bench/RESULTS.md`. Benchmarks are not tests: `make
-test` only lints and type-checks this package.
+knobs). It installs Node.js (from Debian, when missing) and the Node peers from their lock
+file, starts its own brokers on loopback, and writes `bench/results/bench-<date>.json`, `.md`
+and three plots, `bench/RESULTS.md` and the README's benchmark section. Benchmarks are not
+tests: `make test` only lints and type-checks this package.
 
-What is measured
-----------------
-HTTP (`bench.peers`, `bench.loadgen`): the same `POST /verification-emails` contract (JSON
-`{email, redirect_url}` -> `202` with partition and offset; key = email, JSON value, headers
-`event_id`/`event_type`) served by one uvicorn worker per peer, each publishing with acks=all
-and idempotence to its own topic on the same broker:
+Contenders (`bench.contenders`), each serving the same `POST /verification-emails` contract
+(same validation, topic, key, JSON value and headers; a 202 with the broker's offset
+metadata; the same acks and idempotence): this service as it runs in production; NestJS
+ClientKafka `emit` and `send` (request-reply); NestJS with a raw kafkajs producer from a
+`useFactory` provider; FastAPI with FastStream's `KafkaRouter`, with one raw `AIOKafkaProducer`,
+with confluent-kafka (a poll thread, and its `AIOProducer`), with a producer per request; and
+the HTTP ceiling (the same route without Kafka). The producer ceiling, a raw `send_and_wait`
+loop without HTTP, is among the in-process runs (`bench.micro`).
 
-- `app`: this project (`app.main:create_app`, the `KafkaPublisher` facade);
-- `raw_aiokafka`: one shared `AIOKafkaProducer`, `send_and_wait` per request;
-- `faststream`: FastStream's `KafkaBroker` publisher;
-- `confluent`: confluent-kafka's `Producer`, delivery reports bridged to asyncio futures;
-- `producer_per_request`: a new `AIOKafkaProducer` started and stopped in every request
-  (the anti-pattern; fewer requests per run, it is slow);
-- `http_only`: no Kafka at all, the ceiling of the HTTP stack on this machine.
+What is measured (`bench.plan`), in phases (acks=all, 1 and 0 on one broker; two server
+processes; a three-broker cluster), each in interleaved rounds (A B C ..., rotated each
+round), medians with the rounds' range:
+- the contract check (`bench.contract`) and, after each turn, the records on the contender's
+  topic against its 2xx answers;
+- the seed's method: the mean of 32 and of 1,000 serial requests;
+- closed loop at C=1, 32 and 128 (`bench.loadgen`);
+- open loop at fixed offered rates, latency from each request's scheduled start, the rounds'
+  HDR histograms pooled: p50, p90, p99, p99.9;
+- CPU of every process of the contender and of the brokers per request, peak and idle RSS;
+- a 10-minute soak of this service at a steady rate, a new address per request
+  (`bench.soak`);
+- in-process publishes: `KafkaPublisher.publish` against aiokafka, FastStream and
+  confluent-kafka, sequential and from 32 tasks (`bench.micro`).
 
-A separate load-generator process sends N requests at concurrency C (1 and 32) and measures
-throughput, latency percentiles (p50/p95/p99) and non-202 answers, plus the server's CPU time,
-peak RSS (`VmHWM`) during the run and RSS after it, from `/proc`.
-
-In-process (`bench.micro`): N publishes without HTTP, one at a time and from 32 concurrent
-tasks, through `KafkaPublisher.publish`, `AIOKafkaProducer.send_and_wait`, FastStream's
-publisher and confluent-kafka, with the same message (the app's event, ~240 bytes).
-
-Our own code's cost, without Kafka (`bench.overhead`): CPU time, or instructions under
-callgrind, per publish or per HTTP request with a stub producer; `bench/PROFILE.md` says where
-that CPU goes.
-
-How
----
-Every scenario runs 3 times (peers in rotated order) and is reported as the median with the
-lowest and highest run. The environment (CPUs, load average, Python, library and Kafka
-versions, commit) is recorded with the numbers. Every request loop is bounded in count and
-time, targets only 127.0.0.1, and every process and the broker are stopped at the end.
+Our own code's cost without Kafka, in instructions under callgrind (`bench.overhead`), and
+where it goes: `bench/PROFILE.md`. HTTP servers under attack: `bench.edge`. Emit against
+request-reply, taken apart: `bench.request_reply`.
 """

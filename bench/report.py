@@ -380,16 +380,21 @@ def _plots(run: Run, directory: Path, stem: str) -> list[str]:
 
 def _readme_section(run: Run, markdown: str, plot_names: Sequence[str]) -> str:
     r = Results(run)
+    env, v = run.environment, run.versions
     link = f"bench/results/{markdown}"
+    shown = ("fastapi", "uvicorn", "aiokafka", "faststream", "confluent-kafka", "node",
+             "@nestjs/core", "kafkajs")  # fmt: skip
+    versions = ", ".join(f"{name} {v[name]}" for name in shown if name in v)
+    rounds = len({s.round for s in run.sessions})
     return "\n\n".join(
         [
             README_START,
-            f"Measured by `{run.command}` on {run.environment.get('date (UTC)', '')} "
-            f"({run.environment.get('CPUs', '?')} CPUs, {run.environment.get('CPU model', '')}, "
-            f"Kafka {run.environment.get('Kafka', '')}; one broker, acks=all, idempotent, one "
-            f"server process, medians of {len({s.round for s in run.sessions})} interleaved "
-            "rounds). "
-            f"Everything, with every phase, the settings and versions: [{link}]({link}).",
+            f"`{run.command}` on {env.get('date (UTC)', '')} UTC: {env.get('CPUs', '?')} CPUs "
+            f"({env.get('CPU model', '')}), {env.get('Python', '')}, Kafka "
+            f"{env.get('Kafka', '')}; {versions}. One broker on the same machine, acks=all "
+            f"with idempotence, one server process, medians of {rounds} interleaved rounds "
+            f"({run.duration_s / 60:.0f} min in all). Every phase (acks 0 and 1, two "
+            f"processes, three brokers), the settings and the versions: [{link}]({link}).",
             headline(r),
             targets_table(r),
             *[f"![{n}](bench/results/{n})" for n in plot_names],
