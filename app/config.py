@@ -255,6 +255,11 @@ class RateLimitFailure(StrEnum):
     CLOSED = "closed"
 
 
+# The in-memory rate limiter's storage per address besides its request times, and its bound.
+_MEMORY_BYTES_PER_ADDRESS = 40
+MAX_MEMORY_BYTES = 2**30
+
+
 class RateLimitSettings(_Section):
     """Per-address limit of POST /verification-emails: in each process's memory, or in Redis
     (shared by every process and replica) when `redis_url` is set."""
@@ -264,7 +269,7 @@ class RateLimitSettings(_Section):
     # Whole seconds: the limiter and the Retry-After header both count in seconds.
     window_s: int = Field(default=3600, gt=0, le=7 * 86400)
     # In memory: addresses tracked at most per process; past it the least recently seen
-    # is forgotten (its count restarts). Memory: about 250 + 8 * per_email bytes each.
+    # is forgotten (its count restarts). Memory: `memory_bytes()`, reserved at start-up.
     max_addresses: int = Field(default=100_000, gt=0, le=10_000_000)
     # None: in memory, per process. redis://[[user]:password@]host[:port][/db], or rediss://.
     redis_url: str | None = None
@@ -279,6 +284,25 @@ class RateLimitSettings(_Section):
             if name == "redis_url" and isinstance(value, str):
                 value = url_without_password(value)
             yield name, value  # type: ignore[misc]
+
+    def memory_bytes(self) -> int:
+        """The bytes the in-memory store reserves when it is built. Per address: a 16-byte
+        key, two buckets, its first bucket and two links (int32 each), two ring counters
+        (uint16 each), 40 bytes in all, and its latest `per_email` request times (doubles)."""
+        return (_MEMORY_BYTES_PER_ADDRESS + 8 * self.per_email) * self.max_addresses
+
+    @model_validator(mode="after")
+    def _memory_fits(self) -> Self:
+        in_memory = self.redis_url is None or self.on_redis_error is RateLimitFailure.OPEN
+        if self.enabled and in_memory and (reserved := self.memory_bytes()) > MAX_MEMORY_BYTES:
+            raise ValueError(
+                f"`per_email` x `max_addresses` ({self.per_email} x {self.max_addresses}): "
+                f"the in-memory limiter would reserve {reserved / 2**20:,.0f} MiB at start-up "
+                f"((40 + 8 x PER_EMAIL) bytes per address), over its bound of "
+                f"{MAX_MEMORY_BYTES // 2**20:,} MiB. Lower either, or count in Redis only "
+                "(`redis_url` and `on_redis_error`=closed)"
+            )
+        return self
 
     @field_validator("redis_url")
     @classmethod

@@ -8,8 +8,10 @@ are counted per inbox (`normalise_address`) and kept only as hashes.
 
 - *In memory* (default, `memory.MemoryRateLimiter`): in each process. With N uvicorn workers or
   N replicas one address may get up to N times the limit, and a restart forgets the counts.
-  Memory is bounded: at most `RATE_LIMIT__MAX_ADDRESSES` addresses (default 100,000) of about
-  `250 + 8 * PER_EMAIL` bytes each, the table included (~26 MiB at the defaults). An address
+  Memory is fixed: at most `RATE_LIMIT__MAX_ADDRESSES` addresses (default 100,000) in
+  `(40 + 8 * PER_EMAIL)` bytes each, reserved when the limiter is built (7.6 MiB at the
+  defaults; settings needing over 1 GiB are refused), so it does not grow with the addresses
+  seen. An address
   is forgotten once its last request leaves the window. At the cap, the least recently seen
   address is forgotten early (its count restarts), with a warning at most once a minute and
   `kafka_events_rate_limit_evictions_total`. That can only make the limit laxer, and only for
@@ -40,11 +42,11 @@ window we used before: that storage expires entries from a timer thread that, 10
 request, scans every address in the window (a lock, a bisection and a list copy each) while
 holding the GIL. That costs CPU in proportion to the addresses in the window, not to the
 requests: with one address per request (sign-ups) and the default one-hour window, 10,000
-addresses cost ~9 ms of CPU per request at 20 requests/s. Here a request costs a few dict and
-bytes operations, and an address is dropped once, by the first request after its window
-passed (the addresses are kept in the order of their last request, so no scan is needed): no
-thread. The limiter is used from the event loop's thread only. `limits`' Redis storage has no
-such thread: Redis expires its keys itself.
+addresses cost ~9 ms of CPU per request at 20 requests/s. Here a request costs a hash, a
+lookup in a fixed-size table and a few array operations, and an address is dropped once, by
+the first request after its window passed (the addresses are kept in the order of their last
+request, so no scan is needed): no thread. The limiter is used from the event loop's thread
+only. `limits`' Redis storage has no such thread: Redis expires its keys itself.
 
     RateLimited            an address is over its limit (429; the HTTP mapping is in
                            app.exceptions)

@@ -6,10 +6,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import struct
 import time
 from array import array
-from collections import OrderedDict
 from collections.abc import Callable
 
 from app.config import RateLimitSettings
@@ -20,21 +18,22 @@ from app.ratelimit.base import (
     normalise_address,
     rate_limit_metrics,
 )
+from app.ratelimit.keytable import KEY_BYTES, KeyTable
 
 logger = logging.getLogger("app.ratelimit")
-
-_KEY_BYTES = 16  # 128 bits: no two of even billions of addresses share a key by chance
-_DOUBLE = struct.Struct("d")
 
 
 class MemoryRateLimiter(EmailRateLimiter):
     """Counts requests per normalised address in this process's memory, for at most
-    `settings.max_addresses` addresses.
+    `settings.max_addresses` addresses, in storage of a fixed size allocated (and written, so
+    it is resident) when the limiter is built: `settings.memory_bytes()`, whatever the
+    addresses seen afterwards.
 
-    Each address costs one `OrderedDict` entry: a 16-byte keyed hash of the address (bounded
-    size, no address in clear, and collisions cannot be aimed at without the process's random
-    key) and the times of its latest `per_email` requests packed as doubles in one `bytes`.
-    About 200 bytes with one request (a deque of floats under a hex key took about 1 KB).
+    An address is a 16-byte keyed hash (bounded size, no address in clear, and collisions
+    cannot be aimed at without the process's random key) in a `KeyTable`, which keeps them in
+    the order of their latest request. The times of each address's latest `per_email`
+    requests are a ring of doubles at its slot: the clock's own values, compared as they are
+    (no rounding, and no wrap-around however long the process runs).
     """
 
     def __init__(
@@ -45,22 +44,33 @@ class MemoryRateLimiter(EmailRateLimiter):
         self._max_addresses = settings.max_addresses
         self._clock = clock
         self._hash_key = os.urandom(16)
-        # address key -> the times of its latest `limit` requests, oldest first, packed. Ordered
-        # by each address's latest request: those whose window passed, or the least recently
-        # seen at the cap, come first.
-        self._requests: OrderedDict[bytes, bytes] = OrderedDict()
+        self._table = KeyTable(settings.max_addresses)
+        # the times of each slot's latest `limit` requests: `_taken[slot]` of them, from
+        # `limit * slot`, the oldest at `_first[slot]` (0 until `limit` are taken)
+        self._times = array("d", [0.0]) * (self._limit * self._max_addresses)
+        self._first = array("H", [0]) * self._max_addresses
+        self._taken = array("H", [0]) * self._max_addresses
         self._evictions = rate_limit_metrics().evictions
         self._warn_evicted = ThrottledWarning(logger, clock=clock)
 
+    @property
+    def reserved_bytes(self) -> int:
+        """The bytes of the limiter's storage, all allocated when it was built."""
+        return (
+            self._table.reserved_bytes
+            + self._times.itemsize * len(self._times)
+            + self._first.itemsize * (len(self._first) + len(self._taken))
+        )
+
     def __len__(self) -> int:
         """The addresses tracked now (at most `max_addresses`)."""
-        return len(self._requests)
+        return len(self._table)
 
     async def acquire(self, email: str) -> None:
         self.take(email)
 
     def take(self, email: str) -> None:
-        """`acquire`, synchronously: a few dict and bytes operations, no await.
+        """`acquire`, synchronously: a hash, a lookup and a few array operations, no await.
 
         Raises:
             RateLimited: with the whole seconds until the oldest slot in the window frees.
@@ -69,38 +79,48 @@ class MemoryRateLimiter(EmailRateLimiter):
         window_start = now - self._window_s
         self._forget_before(window_start)
         key = hashlib.blake2b(
-            normalise_address(email).encode(), digest_size=_KEY_BYTES, key=self._hash_key
+            normalise_address(email).encode(), digest_size=KEY_BYTES, key=self._hash_key
         ).digest()
-        packed = self._requests.get(key)
-        if packed is None:
-            if len(self._requests) >= self._max_addresses:
+        table, limit = self._table, self._limit
+        slot = table.find(key)
+        if slot < 0:
+            if len(table) >= self._max_addresses:
                 self._evict_one()
-            taken: list[float] = []
+            slot = table.insert(key)
+            self._times[limit * slot] = now
+            self._first[slot] = 0
+            self._taken[slot] = 1
+            return
+        taken = self._taken[slot]
+        if taken < limit:
+            self._times[limit * slot + taken] = now
+            self._taken[slot] = taken + 1
         else:
-            taken = _unpack(packed)
-            if len(taken) == self._limit and taken[0] >= window_start:
+            first = self._first[slot]
+            oldest = self._times[limit * slot + first]
+            if oldest >= window_start:
                 raise RateLimited.until(
                     limit=self._limit,
                     window_s=self._window_s,
-                    frees_in_s=taken[0] + self._window_s - now,
+                    frees_in_s=oldest + self._window_s - now,
                 )
-            self._requests.move_to_end(key)
-        taken.append(now)
-        # the oldest drops once `limit` are newer: it has left the window (checked above)
-        self._requests[key] = array("d", taken[-self._limit :]).tobytes()
+            # the oldest has left the window: the new request takes its place
+            self._times[limit * slot + first] = now
+            self._first[slot] = first + 1 if first + 1 < limit else 0
+        table.touch(slot)
 
     def _forget_before(self, window_start: float) -> None:
         """Drop the addresses whose latest request is older than the window."""
-        requests = self._requests
-        while requests:
-            key, packed = next(iter(requests.items()))
-            if _DOUBLE.unpack_from(packed, len(packed) - _DOUBLE.size)[0] >= window_start:
+        table, limit = self._table, self._limit
+        while (slot := table.oldest) >= 0:
+            latest = (self._first[slot] + self._taken[slot] - 1) % limit
+            if self._times[limit * slot + latest] >= window_start:
                 return
-            del requests[key]
+            table.pop_oldest()
 
     def _evict_one(self) -> None:
         """Forget the least recently seen address, still in its window: its count restarts."""
-        self._requests.popitem(last=False)
+        self._table.pop_oldest()
         self._evictions.inc()
         self._warn_evicted(
             "rate limit: %d addresses tracked (RATE_LIMIT__MAX_ADDRESSES); the least recently "
@@ -109,9 +129,3 @@ class MemoryRateLimiter(EmailRateLimiter):
             "(RATE_LIMIT__REDIS_URL)",
             self._max_addresses,
         )
-
-
-def _unpack(packed: bytes) -> list[float]:
-    times = array("d")
-    times.frombytes(packed)
-    return times.tolist()

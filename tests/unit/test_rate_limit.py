@@ -176,8 +176,9 @@ def test_memory_stays_bounded_by_the_cap_whatever_the_number_of_addresses(
 
     assert max(tracked) == cap  # at the cap, never over it
     assert tracked[-1] == cap
-    # no growth with the addresses past the cap (the dict's table is resized now and then)
-    assert max(traced[2:]) <= min(traced[2:]) * 1.1
+    # no growth with the addresses past the cap, but for this test's own lists and the
+    # captured warnings (a few KB)
+    assert max(traced[2:]) <= min(traced[2:]) * 1.1 + 64 * 1024
     # and a compact entry per address: at most 400 bytes (a deque under a hex key took 1 KB)
     assert peak < 400 * cap
     limiter.take("user-0@example.com")  # evicted long ago: counted afresh, not refused
