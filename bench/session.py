@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,7 +139,7 @@ def _measure(
     return measurement
 
 
-def _statuses(result: dict[str, object]) -> dict[str, int]:
+def _statuses(result: Mapping[str, object]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for key in ("outcomes", "warmup_outcomes"):
         found = result.get(key)
@@ -150,12 +150,12 @@ def _statuses(result: dict[str, object]) -> dict[str, int]:
     return counts
 
 
-def answered(result: dict[str, object]) -> int:
+def answered(result: Mapping[str, object]) -> int:
     """Requests answered with any status, warm-up included."""
     return sum(_statuses(result).values())
 
 
-def answered_2xx(result: dict[str, object]) -> int:
+def answered_2xx(result: Mapping[str, object]) -> int:
     """Requests answered 2xx, warm-up included: each wrote a record."""
     return sum(n for status, n in _statuses(result).items() if status.startswith("2"))
 
