@@ -79,6 +79,41 @@ async def test_a_delivered_publish_is_counted_with_its_latency_and_retries() -> 
     assert sample("kafka_events_producer_awaiting_ack", policy=POLICY) == 0
 
 
+async def test_the_gauges_read_what_is_in_flight_now_summed_over_the_policys_publishers() -> None:
+    publishers = [
+        make_publisher(FakeProducer(never_ack=True), delivery_timeout_ms=5000, metrics=METRICS)
+        for _ in range(2)
+    ]
+    for publisher in publishers:
+        await publisher.start()
+    in_flight = sample("kafka_events_publish_in_flight", policy=POLICY)
+    awaiting = sample("kafka_events_producer_awaiting_ack", policy=POLICY)
+
+    tasks = [
+        asyncio.create_task(
+            publisher.publish(
+                OutgoingMessage(topic="t-gauges", value=b"{}", key=bytes([n]), event_id=str(n))
+            )
+        )
+        for n, publisher in enumerate((*publishers, publishers[0]))
+    ]
+    await asyncio.sleep(0.05)  # sent; never acknowledged
+    held = (
+        sample("kafka_events_publish_in_flight", policy=POLICY) - in_flight,
+        sample("kafka_events_producer_awaiting_ack", policy=POLICY) - awaiting,
+    )
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for publisher in publishers:
+        await publisher.stop()
+
+    assert held == (3, 3)
+    assert [p.awaiting_acknowledgement for p in publishers] == [0, 0]
+    assert sample("kafka_events_publish_in_flight", policy=POLICY) == in_flight
+    assert sample("kafka_events_producer_awaiting_ack", policy=POLICY) == awaiting
+
+
 @pytest.mark.parametrize(
     ("producer", "outcome"),
     [

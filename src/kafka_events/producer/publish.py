@@ -93,7 +93,6 @@ class KafkaPublisher:
         )
         self._should_retry = should_retry
         self._tracer = tracer
-        self._awaiting_ack = 0
         self._key_order = KeyOrder(enabled=self._policy.ordered_per_key)
         self._counted = PublishSeries(self._metrics, name)
         # one loop timer each for every publish's deadline and every send stage's timeout
@@ -115,7 +114,7 @@ class KafkaPublisher:
     @property
     def awaiting_acknowledgement(self) -> int:
         """Publishes handed to the producer whose acknowledgement is still outstanding."""
-        return self._awaiting_ack
+        return self._counted.awaiting.value
 
     @property
     def traced(self) -> bool:
@@ -388,7 +387,6 @@ class KafkaPublisher:
         return future
 
     async def _acknowledgement(self, future: asyncio.Future[Any], message: OutgoingMessage) -> Any:
-        self._awaiting_ack += 1
         awaiting = self._counted.awaiting
         awaiting.inc()
         try:
@@ -398,5 +396,4 @@ class KafkaPublisher:
             future.add_done_callback(acknowledgement.late_outcome_logger(message))
             raise
         finally:
-            self._awaiting_ack -= 1
             awaiting.dec()
