@@ -108,7 +108,7 @@ async def test_the_gauges_read_what_is_in_flight_now_summed_over_the_policys_pub
     for publisher in publishers:
         await publisher.stop()
 
-    assert held == (3, 3)
+    assert held == (3.0, 3.0)
     assert [p.awaiting_acknowledgement for p in publishers] == [0, 0]
     assert sample("kafka_events_publish_in_flight", policy=POLICY) == in_flight
     assert sample("kafka_events_producer_awaiting_ack", policy=POLICY) == awaiting
