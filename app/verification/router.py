@@ -163,6 +163,7 @@ def _answer(
 def _receipt_body(
     receipt: DeliveryReceipt | QueuedReceipt,
 ) -> VerificationEmailAccepted | VerificationEmailQueued:
+    # read from the receipt's attributes: a model_dump() first costs twice the validation
     if isinstance(receipt, QueuedReceipt):
-        return VerificationEmailQueued.model_validate(receipt.model_dump())
-    return VerificationEmailAccepted.model_validate(receipt.model_dump())
+        return VerificationEmailQueued.model_validate(receipt, from_attributes=True)
+    return VerificationEmailAccepted.model_validate(receipt, from_attributes=True)
