@@ -7,6 +7,9 @@ the route the router matched (`scope["route"]`), found once per route; a request
 before routing (413, 431, 408) or matching no route (404) is named by matching it against
 the routes, as the instrumentator did for every request: the template of a route whose path
 matches (405), else `none`. Handlers matching an excluded pattern are not counted.
+
+A route's name is kept per route object: one router included twice under two prefixes would
+be counted under the first name seen (the service includes each router once).
 """
 
 from __future__ import annotations
