@@ -52,12 +52,16 @@ CorrelationId = Annotated[str | None, Depends(get_correlation_id)]
 
 
 async def get_verification_request(
-    body: VerificationEmailRequest, settings: Settings
+    body: VerificationEmailRequest, request: Request
 ) -> VerificationEmailRequest:
     """The request body, once its `redirect_url` host passes `VERIFICATION__REDIRECT_HOSTS`
-    (`app.verification.hosts.refusal`); else a 422 like any other invalid field."""
+    (`app.verification.hosts.refusal`); else a 422 like any other invalid field.
+
+    (The settings come from the request's state rather than a dependency of their own: each
+    dependency costs FastAPI a resolution per request.)"""
     assert body.redirect_url.host is not None  # the schema requires one
-    why = hosts.refusal(body.redirect_url.host, settings.verification.redirect_host_list)
+    state: AppState = request.state.app
+    why = hosts.refusal(body.redirect_url.host, state.settings.verification.redirect_host_list)
     if why is not None:
         raise RequestValidationError(
             [{"loc": ("body", "redirect_url"), "msg": why, "type": "redirect_host_refused"}]

@@ -14,8 +14,8 @@ and the consumer runner (`kafka_events.consumer.metrics`: `kafka_events_worker_r
 
     kafka_events_worker_email_attempts_total{outcome}      SMTP attempts: sent, failed
 
-HTTP requests are counted by prometheus-fastapi-instrumentator (`http_requests_total`,
-`http_request_duration_seconds`...), by route template and exact status code.
+HTTP requests are counted by `app.metrics.http` (`http_requests_total`,
+`http_request_duration_seconds`), by route template and exact status code.
 """
 
 from __future__ import annotations
@@ -38,9 +38,8 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
-from prometheus_fastapi_instrumentator import Instrumentator
-from prometheus_fastapi_instrumentator import metrics as http_metrics
 
+from app.metrics.http import HttpMetrics, HttpSeries
 from kafka_events import Metrics
 from kafka_events.consumer import ConsumerMetrics
 
@@ -72,16 +71,8 @@ def consumer_metrics() -> ConsumerMetrics:
     return ConsumerMetrics(REGISTRY)
 
 
-# Created once: the library registers its metrics when these are made, and would skip
-# (not count) a second app of the same process if each app made its own.
-_HTTP_INSTRUMENTATIONS = [
-    instrumentation
-    for instrumentation in (
-        http_metrics.requests(),
-        http_metrics.latency(buckets=_HTTP_BUCKETS),
-    )
-    if instrumentation is not None
-]
+# Created once: a second app of the same process counts into the same series.
+_HTTP_SERIES = HttpSeries(_HTTP_BUCKETS)
 
 
 def multiprocess_dir() -> Path | None:
@@ -129,10 +120,7 @@ def instrument(app: FastAPI) -> None:
     Add it after the body-size limit so that 413s are counted too. Requests to unknown paths
     are counted under the handler `none` (no unbounded label values).
     """
-    Instrumentator(
-        should_group_status_codes=False,  # 422, 429 and 503 must stay apart
-        excluded_handlers=["/metrics"],
-    ).add(*_HTTP_INSTRUMENTATIONS).instrument(app)
+    app.add_middleware(HttpMetrics, series=_HTTP_SERIES, excluded_handlers=["/metrics"])
 
 
 def serve(host: str, port: int) -> Callable[[], None]:

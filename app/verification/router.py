@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from asgi_correlation_id import correlation_id as request_correlation_id
 from fastapi import APIRouter, Header, Query, Response, status
 
 from app import exceptions, ratelimit
-from app.dependencies import CorrelationId, RateLimiter, Settings, State, VerificationRequest
+from app.dependencies import State, VerificationRequest
 from app.verification import service
 from app.verification.schemas import (
     VerificationEmailAccepted,
@@ -21,7 +22,6 @@ from app.verification.schemas import (
     WorkerReply,
 )
 from kafka_events import DeliveryReceipt, QueuedReceipt, errors, idempotency
-from kafka_events.fastapi import EventsDep
 
 router = APIRouter(tags=["verification emails"])
 
@@ -61,11 +61,7 @@ router = APIRouter(tags=["verification emails"])
 async def create_verification_email(
     *,
     body: VerificationRequest,
-    events: EventsDep,
-    settings: Settings,
-    state: State,
-    rate_limiter: RateLimiter,
-    correlation_id: CorrelationId,
+    state: State,  # the settings, the events and the limiter: one dependency, not four
     response: Response,
     idempotency_key: Annotated[
         str | None,
@@ -94,6 +90,7 @@ async def create_verification_email(
     ] = None,
 ) -> VerificationEmailAccepted | VerificationEmailQueued | VerificationEmailDelivered:
     """Publish a verification-email event; 202 carries the broker's offset metadata."""
+    rate_limiter = state.rate_limiter
     key = idempotency.parse_key(idempotency_key) if idempotency_key is not None else None
     keys = state.idempotency
     event_id = None
@@ -109,12 +106,12 @@ async def create_verification_email(
         if rate_limiter is not None:  # before anything is published: a refusal sends nothing
             await rate_limiter.acquire(str(body.email))
         published = await service.request_verification_email(
-            events=events,
-            settings=settings.verification,
+            events=state.kafka,
+            settings=state.settings.verification,
             email=str(body.email),
             redirect_url=str(body.redirect_url),
             await_reply=wait_for == "delivery",
-            correlation_id=correlation_id,
+            correlation_id=request_correlation_id.get(),
             event_id=event_id,
         )
         answer = _answer(published)
@@ -166,6 +163,7 @@ def _answer(
 def _receipt_body(
     receipt: DeliveryReceipt | QueuedReceipt,
 ) -> VerificationEmailAccepted | VerificationEmailQueued:
+    # read from the receipt's attributes: a model_dump() first costs twice the validation
     if isinstance(receipt, QueuedReceipt):
-        return VerificationEmailQueued.model_validate(receipt.model_dump())
-    return VerificationEmailAccepted.model_validate(receipt.model_dump())
+        return VerificationEmailQueued.model_validate(receipt, from_attributes=True)
+    return VerificationEmailAccepted.model_validate(receipt, from_attributes=True)

@@ -128,10 +128,7 @@ class JsonSerializer:
     def serialize(self, topic: str, event: object, envelope: Mapping[str, Any]) -> bytes:
         fields = _fields(event)
         body = {**envelope, **{k: v for k, v in fields.items() if k not in envelope}}
-        # ensure_ascii=False keeps the value UTF-8, so .encode() meets every character
-        return json.dumps(
-            body, separators=(",", ":"), ensure_ascii=False, default=_json_default
-        ).encode()
+        return _ENCODER.encode(body).encode()
 
 
 def _fields(event: object) -> dict[str, Any]:
@@ -153,6 +150,11 @@ def _json_default(value: object) -> object:
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
+
+
+# One encoder for every event: json.dumps with options builds a new one per call.
+# ensure_ascii=False keeps the value UTF-8, so .encode() meets every character.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_json_default)
 
 
 @functools.cache

@@ -6,6 +6,7 @@ show that the service starts and answers without Kafka.
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -203,3 +204,13 @@ async def test_405_lists_every_method_of_the_path(
 
     assert response.status_code == 405
     assert response.headers["Allow"] == allowed
+
+
+async def test_start_up_objects_are_kept_out_of_the_collectors_walks() -> None:
+    settings = make_settings(f"127.0.0.1:{closed_port()}", "t-http-gc", connect_timeout_ms=200)
+    gc.unfreeze()
+    async with running_app(settings) as running:
+        assert gc.get_freeze_count() > 0  # what start-up made: frozen, not walked again
+        response = await running.client.post("/verification-emails", json=VALID)
+        assert response.status_code in (202, 503)
+    assert gc.get_freeze_count() == 0  # a lifespan run again frees what it left

@@ -79,6 +79,41 @@ async def test_a_delivered_publish_is_counted_with_its_latency_and_retries() -> 
     assert sample("kafka_events_producer_awaiting_ack", policy=POLICY) == 0
 
 
+async def test_the_gauges_read_what_is_in_flight_now_summed_over_the_policys_publishers() -> None:
+    publishers = [
+        make_publisher(FakeProducer(never_ack=True), delivery_timeout_ms=5000, metrics=METRICS)
+        for _ in range(2)
+    ]
+    for publisher in publishers:
+        await publisher.start()
+    in_flight = sample("kafka_events_publish_in_flight", policy=POLICY)
+    awaiting = sample("kafka_events_producer_awaiting_ack", policy=POLICY)
+
+    tasks = [
+        asyncio.create_task(
+            publisher.publish(
+                OutgoingMessage(topic="t-gauges", value=b"{}", key=bytes([n]), event_id=str(n))
+            )
+        )
+        for n, publisher in enumerate((*publishers, publishers[0]))
+    ]
+    await asyncio.sleep(0.05)  # sent; never acknowledged
+    held = (
+        sample("kafka_events_publish_in_flight", policy=POLICY) - in_flight,
+        sample("kafka_events_producer_awaiting_ack", policy=POLICY) - awaiting,
+    )
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for publisher in publishers:
+        await publisher.stop()
+
+    assert held == (3.0, 3.0)
+    assert [p.awaiting_acknowledgement for p in publishers] == [0, 0]
+    assert sample("kafka_events_publish_in_flight", policy=POLICY) == in_flight
+    assert sample("kafka_events_producer_awaiting_ack", policy=POLICY) == awaiting
+
+
 @pytest.mark.parametrize(
     ("producer", "outcome"),
     [
@@ -252,6 +287,51 @@ async def test_metrics_page_exposes_publishes_store_backlog_and_http_requests(
     ]
     assert sum(failed) >= 1
     assert "/metrics" not in {dict(labels)["handler"] for labels in http}
+
+
+def _http_count(handler: str, method: str, status: str) -> float:
+    labels = {"handler": handler, "method": method, "status": status}
+    return REGISTRY.get_sample_value("http_requests_total", labels) or 0.0
+
+
+def _http_latency_count(handler: str, method: str, status: str) -> float:
+    labels = {"handler": handler, "method": method, "status": status}
+    return REGISTRY.get_sample_value("http_request_duration_seconds_count", labels) or 0.0
+
+
+async def test_http_requests_are_counted_by_route_template_even_when_refused_before_routing(
+    client: httpx.AsyncClient,
+) -> None:
+    cases = [
+        ("/verification-emails", "POST", "422"),  # routed
+        ("/verification-emails", "POST", "413"),  # answered before routing
+        ("/verification-emails", "GET", "405"),  # the path matches, the method not
+        ("/events/{event_id}", "GET", "404"),  # a templated route
+        ("none", "GET", "404"),  # no route
+    ]
+    before = [_http_count(*case) for case in cases]
+    latency_before = _http_latency_count(*cases[0])
+
+    answers = [
+        await client.post("/verification-emails", json={}),
+        await client.post("/verification-emails", content=b"x" * 70_000),
+        await client.get("/verification-emails"),
+        await client.get(f"/events/{uuid.uuid4()}"),
+        await client.get("/no-such-page"),
+    ]
+    await client.get("/metrics")
+    await client.get("/no-such/metrics")
+
+    assert [a.status_code for a in answers] == [422, 413, 405, 404, 404]
+    assert [_http_count(*case) - b for case, b in zip(cases, before, strict=True)] == [1] * 5
+    assert _http_latency_count(*cases[0]) - latency_before == 1
+    handlers = {
+        s.labels["handler"]
+        for family in REGISTRY.collect()
+        if family.name == "http_requests"
+        for s in family.samples
+    }
+    assert not {"/metrics", "/no-such/metrics", "/no-such-page"} & handlers
 
 
 async def test_metrics_can_be_turned_off() -> None:

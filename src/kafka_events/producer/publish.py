@@ -44,6 +44,7 @@ from kafka_events.messages import OutgoingMessage
 from kafka_events.metrics import Metrics
 from kafka_events.producer import acknowledgement
 from kafka_events.producer.counting import PublishSeries
+from kafka_events.producer.deadlines import Deadlines
 from kafka_events.producer.lifecycle import ManagedProducer, ProducerFactory, ProducerState
 from kafka_events.producer.ordering import KeyOrder
 from kafka_events.producer.transactions import in_transaction
@@ -92,9 +93,11 @@ class KafkaPublisher:
         )
         self._should_retry = should_retry
         self._tracer = tracer
-        self._awaiting_ack = 0
         self._key_order = KeyOrder(enabled=self._policy.ordered_per_key)
         self._counted = PublishSeries(self._metrics, name)
+        # one loop timer each for every publish's deadline and every send stage's timeout
+        self._deadlines = Deadlines(self._policy.delivery_timeout_ms / 1000)
+        self._attempt_deadlines = Deadlines(self._policy.attempt_timeout_ms / 1000)
 
     @property
     def producer(self) -> ManagedProducer:
@@ -111,7 +114,7 @@ class KafkaPublisher:
     @property
     def awaiting_acknowledgement(self) -> int:
         """Publishes handed to the producer whose acknowledgement is still outstanding."""
-        return self._awaiting_ack
+        return self._counted.awaiting.value
 
     @property
     def traced(self) -> bool:
@@ -180,7 +183,7 @@ class KafkaPublisher:
         pending: list[asyncio.Future[Any] | None] = [None]  # aiokafka's future, once sent
         previous, done = self._key_order.join(message.key)
         try:
-            async with asyncio.timeout(self._policy.delivery_timeout_ms / 1000):
+            with self._deadlines.scope():
                 if previous is not None:
                     await asyncio.shield(previous)
                 failure: errors.PublishError | None = None
@@ -365,7 +368,7 @@ class KafkaPublisher:
         Cancelling these steps withdraws the message, so a slow one can safely be retried.
         """
         try:
-            async with asyncio.timeout(self._policy.attempt_timeout_ms / 1000) as scope:
+            with self._attempt_deadlines.scope() as scope:
                 return await step
         except TimeoutError:
             if not scope.expired():
@@ -384,7 +387,6 @@ class KafkaPublisher:
         return future
 
     async def _acknowledgement(self, future: asyncio.Future[Any], message: OutgoingMessage) -> Any:
-        self._awaiting_ack += 1
         awaiting = self._counted.awaiting
         awaiting.inc()
         try:
@@ -394,5 +396,4 @@ class KafkaPublisher:
             future.add_done_callback(acknowledgement.late_outcome_logger(message))
             raise
         finally:
-            self._awaiting_ack -= 1
             awaiting.dec()
