@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import math
 import re
+import shutil
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ __all__ = ["render", "settings", "write"]
 
 README = REPO_ROOT / "README.md"
 LATEST = REPO_ROOT / "bench" / "RESULTS.md"  # the latest full run, without plots, for the docs
+DOCS_PLOTS = REPO_ROOT / "docs" / "results"  # the latest full run's plots, for the docs site
 README_START = "<!-- bench:start -->"
 README_END = "<!-- bench:end -->"
 SEED = {"nest_emit": 2.77, "kafkajs": 3.37, "nest_send": 5.33}  # the seed's means of 32, ms
@@ -415,6 +417,10 @@ def write(run: Run, directory: Path, *, readme: bool) -> list[Path]:
     if readme:
         LATEST.write_text(render(run))
         written.append(LATEST)
+        for name in plot_names:  # bench-<date>-<what>.png -> docs/results/bench-<what>.png
+            copy = DOCS_PLOTS / f"bench-{name.removeprefix(stem + '-')}"
+            shutil.copyfile(directory / name, copy)
+            written.append(copy)
     if readme and README.exists():
         text = README.read_text()
         section = _readme_section(run, markdown.name, plot_names)
