@@ -122,7 +122,16 @@ def _run_micro(broker: Broker, sizes: plan.Sizes, run: Run, t0: float) -> None:
 
 
 def _topics(phases: Sequence[plan.Phase], extra: Sequence[str]) -> list[str]:
-    return [f"bench.{p.name}.{c}" for p in phases for c in p.contenders] + list(extra)
+    """Every contender's topic and, for those with a reply reader (ours creates one when it
+    is missing, Nest's `send` too), its reply topic."""
+    names = [f"bench.{p.name}.{c}" for p in phases for c in p.contenders] + list(extra)
+    with_replies = {
+        c.name for c in CONTENDERS if c.kind in ("app", "app_reply") or c.style == "request-reply"
+    }
+    names += [
+        f"bench.{p.name}.{c}.reply" for p in phases for c in p.contenders if c in with_replies
+    ]
+    return names
 
 
 def _with_cluster(
@@ -178,7 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         scratch.mkdir()
         do_soak = not args.no_soak and (not args.contenders or "app" in args.contenders)
         if one_node or do_soak or not args.no_micro:
-            cluster, broker = _with_cluster(1, workdir, one_node, [SOAK_TOPIC, *micro_topics])
+            cluster, broker = _with_cluster(
+                1, workdir, one_node, [SOAK_TOPIC, f"{SOAK_TOPIC}.reply", *micro_topics]
+            )
             kafka_version = cluster.version
             try:
                 for phase in one_node:

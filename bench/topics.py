@@ -25,8 +25,30 @@ class Record:
     offset: int
 
 
+async def _create_and_wait(bootstrap: str, names: Sequence[str], replicas: int) -> None:
+    await create_topics(bootstrap, names, replicas)
+    consumer = await _consumer(bootstrap)
+    try:
+        async with asyncio.timeout(TIMEOUT_S * 2):
+            while True:
+                await consumer._client.force_metadata_update()
+                cluster = consumer._client.cluster
+                waiting = [
+                    name
+                    for name in names
+                    if cluster.leader_for_partition(TopicPartition(name, 0)) in (None, -1)
+                ]
+                if not waiting:
+                    return
+                await asyncio.sleep(0.5)
+    finally:
+        await consumer.stop()
+
+
 def create(bootstrap: str, names: Sequence[str], replicas: int) -> None:
-    asyncio.run(create_topics(bootstrap, names, replicas))
+    """Create the topics (1 partition each), then wait until each has a leader: a contender
+    started before would spend its first seconds, or its first backoff, waiting for one."""
+    asyncio.run(_create_and_wait(bootstrap, names, replicas))
 
 
 async def _consumer(bootstrap: str) -> Any:

@@ -184,7 +184,7 @@ class ReplyReader:
                 for tp in assigned:  # resolve the positions now: replies after this are seen
                     await consumer.position(tp)
         except (KafkaError, OSError, TimeoutError) as exc:
-            logger.warning("reply reader: cannot start yet (%s)", type(exc).__name__)
+            logger.warning("reply reader: cannot start yet (%s: %s)", type(exc).__name__, exc)
             with contextlib.suppress(KafkaError, OSError, TimeoutError):
                 async with asyncio.timeout(self._kafka.producer.close_timeout_ms / 1000):
                     await consumer.stop()
