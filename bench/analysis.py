@@ -316,7 +316,7 @@ def _serial_target(results: Results) -> Target:
     return Target(
         "serial mean below raw kafkajs's",
         None if not met else all(met),
-        "; ".join(parts) or "-",
+        ", ".join(parts) or "-",
     )
 
 

@@ -252,9 +252,14 @@ def soak_section(r: Results) -> str:
     )
 
 
-def targets_table(r: Results) -> str:
+def targets_table(r: Results, *, short: bool = False) -> str:
+    """The targets; `short` keeps each one's first figure (the count), not every miss."""
     rows = [
-        [t.name, "not measured" if t.met is None else ("met" if t.met else "**missed**"), t.detail]
+        [
+            t.name,
+            "not measured" if t.met is None else ("met" if t.met else "**missed**"),
+            t.detail.split("; ")[0] if short else t.detail,
+        ]
         for t in targets(r)
     ]
     return _table(["target", "", "figures"], rows, text_columns=3)
@@ -398,7 +403,7 @@ def _readme_section(run: Run, markdown: str, plot_names: Sequence[str]) -> str:
             f"({run.duration_s / 60:.0f} min in all). Every phase (acks 0 and 1, two "
             f"processes, three brokers), the settings and the versions: [{link}]({link}).",
             headline(r),
-            targets_table(r),
+            targets_table(r, short=True),
             *[f"![{n}](bench/results/{n})" for n in plot_names],
             README_END,
         ]
