@@ -52,6 +52,10 @@ from kafka_events.store import SqlStore
 
 RELAY_DRAIN_TIMEOUT_S = 180.0
 TOPIC_DRAIN_TIMEOUT_S = 180.0
+# The load's clients drop an idle connection well before the service does (its keep-alive
+# timeout, 5 s): with both at 5 s, a request sent as the server closes its end gets no answer,
+# though the server never read it. Proxies in front of the service follow the same rule.
+CLIENT_IDLE_S = 2.0
 
 __all__ = ["FAULTS", "Fault", "Outcome", "Plan", "run_fault"]
 
@@ -259,7 +263,9 @@ async def run_fault(
     await service.start()
     try:
         limits = httpx.Limits(
-            max_connections=plan.concurrency, max_keepalive_connections=plan.concurrency
+            max_connections=plan.concurrency,
+            max_keepalive_connections=plan.concurrency,
+            keepalive_expiry=CLIENT_IDLE_S,
         )
         # Load bounds each request by plan.request_timeout_s; httpx's own timeouts come after it
         timeout = httpx.Timeout(plan.request_timeout_s + 5)
