@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 
 from bench import environment, plan, report
 from bench.contenders import CONTENDERS, by_name
-from bench.harness import log, terminate
+from bench.harness import log, run_json, terminate
 from bench.records import MicroRun, Run
 from bench.session import Broker, run_session
 from bench.soak import TOPIC as SOAK_TOPIC
@@ -100,18 +99,12 @@ def _run_micro(broker: Broker, sizes: plan.Sizes, run: Run, t0: float) -> None:
                 "--concurrency", "32",
                 "--deadline-s", str(MICRO_DEADLINE_S),
             ]  # fmt: skip
-            # argv of this interpreter and fixed arguments; no shell.
-            done = subprocess.run(  # noqa: S603
-                command, cwd=REPO_ROOT, capture_output=True, text=True,
-                timeout=2 * MICRO_DEADLINE_S + 60, check=False,
-            )  # fmt: skip
             entry = MicroRun(client, round_)
-            if done.returncode != 0:
-                entry.error = "\n".join(done.stderr.strip().splitlines()[-5:])
+            try:
+                entry.result = run_json(command, timeout_s=2 * MICRO_DEADLINE_S + 60)
+            except RuntimeError as error:
+                entry.error = str(error)
             else:
-                import json
-
-                entry.result = json.loads(done.stdout.strip().splitlines()[-1])
                 seq, conc = entry.result["sequential"], entry.result["concurrent"]
                 log(
                     f"[{time.monotonic() - t0:5.0f}s] micro r{round_ + 1} {client:<10} "
