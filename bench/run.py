@@ -174,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     three_nodes = [p for p in phases if p.brokers == 3]
     micro_topics = [f"bench.micro.{c}" for c in MICRO_CLIENTS]
     kafka_version = ""
+    clusters: dict[int, list[str]] = {}  # node count -> what ran on that cluster
     with tempfile.TemporaryDirectory(prefix="kafka-events-bench-") as tmp:
         workdir = Path(tmp)
         scratch = workdir / "scratch"  # server logs, the app's message store
@@ -184,6 +185,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 1, workdir, one_node, [SOAK_TOPIC, f"{SOAK_TOPIC}.reply", *micro_topics]
             )
             kafka_version = cluster.version
+            clusters[1] = [
+                *(p.name for p in one_node),
+                *(["the soak"] if do_soak else []),
+                *([] if args.no_micro else ["the in-process runs"]),
+            ]
             try:
                 for phase in one_node:
                     _run_phase(phase, broker, sizes, scratch, run, t0)
@@ -200,13 +206,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if three_nodes:
             cluster, broker = _with_cluster(3, workdir, three_nodes, [])
             kafka_version = cluster.version
+            clusters[3] = [p.name for p in three_nodes]
             try:
                 for phase in three_nodes:
                     _run_phase(phase, broker, sizes, scratch, run, t0)
             finally:
                 log("stopping the cluster")
                 cluster.stop()
-    run.environment = environment.describe(REPO_ROOT, kafka_version)
+    run.environment = environment.describe(REPO_ROOT, kafka_version, clusters)
     run.duration_s = time.monotonic() - t0
     run.load.append(os.getloadavg()[0])
     written = report.write(
