@@ -41,6 +41,9 @@ class Contender:
     style: Literal["emit", "request-reply", "none"] = "emit"
     # How much slower than the others it is: its request counts are divided by this.
     slowness: int = 1
+    # Its closed-loop (C > 1) runs last the plan's duration divided by this, so that a slow
+    # contender does not stretch every round.
+    closed_duration_divisor: int = 1
     acks_levels: tuple[str, ...] = ("0", "1", "all")
     group: Literal["peer", "ceiling", "ours", "mistake"] = "peer"
     notes: tuple[str, ...] = field(default=())
@@ -187,6 +190,7 @@ CONTENDERS: tuple[Contender, ...] = (
         "uvicorn",
         "bench.peers.producer_per_request:create_app",
         slowness=5,
+        closed_duration_divisor=2,
         group="mistake",
     ),
     Contender(

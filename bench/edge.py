@@ -38,8 +38,9 @@ import httpx
 
 from bench import edge_attacks, environment, procfs
 from bench.edge_attacks import Outcome, Target
-from bench.harness import HOST, create_topics, free_port, log, log_tail, run_json, stop_process
+from bench.harness import HOST, STOP_TIMEOUT_S, create_topics, free_port, log, log_tail, run_json
 from devtools.kafka import REPO_ROOT, KafkaCluster
+from devtools.processes import stop_process
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 READY_TIMEOUT_S = 60.0
@@ -207,7 +208,7 @@ def serve(candidate: Candidate, env: dict[str, str], scratch: Path) -> Iterator[
         time.sleep(1.0)  # a supervisor's worker is up; let the serving process settle
         yield port, serving_pid(process.pid)
     finally:
-        stop_process(process)
+        stop_process(process, candidate.name, timeout_s=STOP_TIMEOUT_S)
 
 
 @dataclass(slots=True)

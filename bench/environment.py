@@ -9,6 +9,7 @@ import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 __all__ = ["LIBRARIES", "describe", "load_average", "versions"]
@@ -77,8 +78,25 @@ def _command_output(*argv: str, cwd: Path | None = None) -> str:
     return lines[0] if lines and done.returncode == 0 else ""
 
 
-def describe(repo: Path, kafka_version: str) -> dict[str, str]:
-    """The environment as `name -> value`, in the order the report shows it."""
+def _nodes(count: int) -> str:
+    return f"{count} KRaft node{'' if count == 1 else 's'}"
+
+
+def _kafka_clusters(clusters: Mapping[int, Sequence[str]]) -> str:
+    """`1 KRaft node` for one cluster; with several, each one's size and what ran on it."""
+    if len(clusters) <= 1:
+        return _nodes(next(iter(clusters), 1))
+    return "; ".join(f"{_nodes(n)} for {', '.join(uses)}" for n, uses in clusters.items()) + ";"
+
+
+def describe(
+    repo: Path, kafka_version: str, clusters: Mapping[int, Sequence[str]] | None = None
+) -> dict[str, str]:
+    """The environment as `name -> value`, in the order the report shows it.
+
+    `clusters`: the node count of each Kafka cluster started -> what ran on it (phase names
+    and the like); None for a single one-node cluster.
+    """
     commit = _command_output("git", "rev-parse", "--short", "HEAD", cwd=repo)
     dirty = _command_output("git", "status", "--porcelain", "--untracked-files=no", cwd=repo)
     return {
@@ -88,7 +106,8 @@ def describe(repo: Path, kafka_version: str) -> dict[str, str]:
         "memory": _memory_gib(),
         "OS": f"{platform.system()} {platform.release()}",
         "Python": f"{platform.python_implementation()} {platform.python_version()}",
-        "Kafka": f"{kafka_version} (1 KRaft node on loopback, devtools.kafka)",
+        "Kafka": f"{kafka_version} ({_kafka_clusters(clusters or {1: ()})} on loopback, "
+        "devtools.kafka)",
         "Java": _command_output("java", "-version") or "unknown",
         "commit": f"{commit}{' + uncommitted changes' if dirty else ''}" if commit else "unknown",
     }

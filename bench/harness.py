@@ -1,12 +1,12 @@
 """Helpers shared by the bench entry points (`bench.run`, `bench.edge`, `bench.request_reply`):
-loopback ports, logging to stderr, topics, child processes and their JSON output."""
+loopback ports, logging to stderr, topics, child processes' JSON output and how long a child
+may take to stop."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -19,17 +19,17 @@ from devtools.kafka import REPO_ROOT
 
 __all__ = [
     "HOST",
+    "STOP_TIMEOUT_S",
     "create_topics",
     "free_port",
     "log",
     "log_tail",
     "run_json",
-    "stop_process",
     "terminate",
 ]
 
 HOST = "127.0.0.1"
-STOP_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 15.0  # how long a stopped server or worker may take before it is killed
 
 
 def log(message: str) -> None:
@@ -55,17 +55,6 @@ async def create_topics(bootstrap_servers: str, names: Sequence[str], replicas: 
             )
     finally:
         await admin.close()
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=STOP_TIMEOUT_S)
 
 
 def log_tail(path: Path, lines: int = 15) -> str:

@@ -290,8 +290,8 @@ def _environment(run: Run) -> str:
     )
 
 
-def render(run: Run, plot_names: Sequence[str] = ()) -> str:
-    r = Results(run)
+def render(r: Results, plot_names: Sequence[str] = ()) -> str:
+    run = r.run
     summaries = "\n".join(
         f"| `{c.name}` | {c.summary} |"
         for c in CONTENDERS
@@ -333,9 +333,8 @@ def _note(run: Run) -> str:
     )
 
 
-def _plots(run: Run, directory: Path, stem: str) -> list[str]:
-    r = Results(run)
-    note = _note(run)
+def _plots(r: Results, directory: Path, stem: str) -> list[str]:
+    note = _note(r.run)
     names: list[str] = []
     contenders = r.contenders("main")
     rates = r.rates("main")
@@ -385,8 +384,8 @@ def _plots(run: Run, directory: Path, stem: str) -> list[str]:
     return names
 
 
-def _readme_section(run: Run, markdown: str, plot_names: Sequence[str]) -> str:
-    r = Results(run)
+def _readme_section(r: Results, markdown: str, plot_names: Sequence[str]) -> str:
+    run = r.run
     env, v = run.environment, run.versions
     link = f"bench/results/{markdown}"
     shown = ("fastapi", "uvicorn", "aiokafka", "faststream", "confluent-kafka", "node",
@@ -415,12 +414,13 @@ def write(run: Run, directory: Path, *, readme: bool) -> list[Path]:
     stem = f"bench-{datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d')}"
     data = directory / f"{stem}.json"
     records.save(run, data)
-    plot_names = _plots(run, directory, stem)
+    r = Results(run)
+    plot_names = _plots(r, directory, stem)
     markdown = directory / f"{stem}.md"
-    markdown.write_text(render(run, plot_names))
+    markdown.write_text(render(r, plot_names))
     written = [data, markdown, *(directory / n for n in plot_names)]
     if readme:
-        LATEST.write_text(render(run))
+        LATEST.write_text(render(r))
         written.append(LATEST)
         for name in plot_names:  # bench-<date>-<what>.png -> docs/results/bench-<what>.png
             copy = DOCS_PLOTS / f"bench-{name.removeprefix(stem + '-')}"
@@ -428,7 +428,7 @@ def write(run: Run, directory: Path, *, readme: bool) -> list[Path]:
             written.append(copy)
     if readme and README.exists():
         text = README.read_text()
-        section = _readme_section(run, markdown.name, plot_names)
+        section = _readme_section(r, markdown.name, plot_names)
         pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
         if pattern.search(text):
             README.write_text(pattern.sub(lambda _: section, text))
@@ -442,10 +442,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     path = Path(args[0])
-    run = records.load(path)
+    r = Results(records.load(path))
     stem = path.stem
-    plot_names = _plots(run, path.parent, stem)
-    path.with_suffix(".md").write_text(render(run, plot_names))
+    plot_names = _plots(r, path.parent, stem)
+    path.with_suffix(".md").write_text(render(r, plot_names))
     return 0
 
 

@@ -49,15 +49,16 @@ from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 from bench import environment, procfs
 from bench.harness import (
     HOST,
+    STOP_TIMEOUT_S,
     create_topics,
     free_port,
     log,
     log_tail,
     run_json,
-    stop_process,
     terminate,
 )
 from devtools.kafka import REPO_ROOT, KafkaCluster
+from devtools.processes import stop_process
 
 RESULTS_PATH = Path(__file__).resolve().parent / "REQUEST_REPLY.md"
 VERIFICATION_TOPIC = "bench.request-reply.verification"
@@ -181,7 +182,7 @@ def started(name: str, module: str, env: dict[str, str], log_path: Path) -> Iter
         yield process.pid
     finally:
         stopping = time.monotonic()
-        stop_process(process)
+        stop_process(process, name, timeout_s=STOP_TIMEOUT_S)
         log(f"  {name} stopped in {time.monotonic() - stopping:.1f}s")
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 
 from bench import environment, plan, report
 from bench.contenders import CONTENDERS, by_name
-from bench.harness import log, terminate
+from bench.harness import log, run_json, terminate
 from bench.records import MicroRun, Run
 from bench.session import Broker, run_session
 from bench.soak import TOPIC as SOAK_TOPIC
@@ -100,18 +99,12 @@ def _run_micro(broker: Broker, sizes: plan.Sizes, run: Run, t0: float) -> None:
                 "--concurrency", "32",
                 "--deadline-s", str(MICRO_DEADLINE_S),
             ]  # fmt: skip
-            # argv of this interpreter and fixed arguments; no shell.
-            done = subprocess.run(  # noqa: S603
-                command, cwd=REPO_ROOT, capture_output=True, text=True,
-                timeout=2 * MICRO_DEADLINE_S + 60, check=False,
-            )  # fmt: skip
             entry = MicroRun(client, round_)
-            if done.returncode != 0:
-                entry.error = "\n".join(done.stderr.strip().splitlines()[-5:])
+            try:
+                entry.result = run_json(command, timeout_s=2 * MICRO_DEADLINE_S + 60)
+            except RuntimeError as error:
+                entry.error = str(error)
             else:
-                import json
-
-                entry.result = json.loads(done.stdout.strip().splitlines()[-1])
                 seq, conc = entry.result["sequential"], entry.result["concurrent"]
                 log(
                     f"[{time.monotonic() - t0:5.0f}s] micro r{round_ + 1} {client:<10} "
@@ -181,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     three_nodes = [p for p in phases if p.brokers == 3]
     micro_topics = [f"bench.micro.{c}" for c in MICRO_CLIENTS]
     kafka_version = ""
+    clusters: dict[int, list[str]] = {}  # node count -> what ran on that cluster
     with tempfile.TemporaryDirectory(prefix="kafka-events-bench-") as tmp:
         workdir = Path(tmp)
         scratch = workdir / "scratch"  # server logs, the app's message store
@@ -191,6 +185,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 1, workdir, one_node, [SOAK_TOPIC, f"{SOAK_TOPIC}.reply", *micro_topics]
             )
             kafka_version = cluster.version
+            clusters[1] = [
+                *(p.name for p in one_node),
+                *(["the soak"] if do_soak else []),
+                *([] if args.no_micro else ["the in-process runs"]),
+            ]
             try:
                 for phase in one_node:
                     _run_phase(phase, broker, sizes, scratch, run, t0)
@@ -207,13 +206,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if three_nodes:
             cluster, broker = _with_cluster(3, workdir, three_nodes, [])
             kafka_version = cluster.version
+            clusters[3] = [p.name for p in three_nodes]
             try:
                 for phase in three_nodes:
                     _run_phase(phase, broker, sizes, scratch, run, t0)
             finally:
                 log("stopping the cluster")
                 cluster.stop()
-    run.environment = environment.describe(REPO_ROOT, kafka_version)
+    run.environment = environment.describe(REPO_ROOT, kafka_version, clusters)
     run.duration_s = time.monotonic() - t0
     run.load.append(os.getloadavg()[0])
     written = report.write(

@@ -164,14 +164,13 @@ def _plan(
     phase: Phase, contender: Contender, sizes: Sizes
 ) -> list[tuple[str, list[str], dict[str, int]]]:
     """(kind, load-generator arguments, where) of every measurement of this turn, in order."""
-    slow = contender.slowness
     steps: list[tuple[str, list[str], dict[str, int]]] = []
     serial = sizes.serial if phase.seed_method else (sizes.closed_requests_c1,)
     for count in serial:
         if 1 in phase.concurrencies or phase.seed_method:
             args = [
                 "--requests",
-                str(max(count // slow, 32)),
+                str(max(count // contender.slowness, 32)),
                 "--concurrency",
                 "1",
                 "--warmup",
@@ -189,7 +188,7 @@ def _plan(
             "--warmup",
             str(sizes.warmup(concurrency)),
             "--duration-s",
-            str(sizes.closed_duration_s / (1 if slow == 1 else 2)),
+            str(sizes.closed_duration_s / contender.closed_duration_divisor),
         ]
         steps.append(("closed", args, {"concurrency": concurrency}))
     if contender.name in phase.open_loop:

@@ -27,12 +27,12 @@ from types import FrameType
 
 from app.config import SettingsError, load_settings
 from devtools.kafka import REPO_ROOT, KafkaCluster, KafkaToolError
+from devtools.processes import stop_process
 
 # Overridable so the end-to-end test of this command never touches a developer's broker.
 LOCAL_PORT = int(os.environ.get("DEVTOOLS_KAFKA_PORT", "9092"))
 LOCAL_BROKER = f"127.0.0.1:{LOCAL_PORT}"
 DEV_DIR = Path(os.environ.get("DEVTOOLS_KAFKA_DIR", str(REPO_ROOT / ".kafka" / "dev")))
-STOP_TIMEOUT_S = 30.0
 
 
 def reachable(servers: list[str], timeout_s: float = 1.0) -> bool:
@@ -51,18 +51,6 @@ def local_broker() -> KafkaCluster:
     if (DEV_DIR / "cluster.json").exists():
         return KafkaCluster.load(DEV_DIR)
     return KafkaCluster(DEV_DIR, nodes=1, broker_port=LOCAL_PORT)
-
-
-def stop_process(process: subprocess.Popen[bytes], name: str) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        print(f"{name} did not stop within {STOP_TIMEOUT_S:.0f}s; killing it", file=sys.stderr)
-        process.kill()
-        process.wait(timeout=STOP_TIMEOUT_S)
 
 
 def main() -> int:

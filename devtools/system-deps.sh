@@ -3,7 +3,8 @@
 # binaries (initdb, postgres: the store's PostgreSQL tests run a throwaway server), the Redis
 # server (redis-server and redis-cli: the shared rate limit's tests run a throwaway server) and
 # Chromium (the docs page's browser test drives it headless through Playwright) are installed.
-# Installs Debian's packages when they are missing and we may (root or passwordless sudo).
+# Installs Debian's packages when they are missing and we may (root or passwordless sudo;
+# devtools/apt-install.sh).
 set -euo pipefail
 
 java_ok() {
@@ -38,14 +39,7 @@ redis_ok || missing+=(redis-server)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
-echo "installing ${missing[*]} (Debian packages)"
-if [ "$(id -u)" -eq 0 ]; then SUDO=(); elif sudo -n true 2>/dev/null; then SUDO=(sudo -n); else
-  echo "error: need ${missing[*]}; install them (apt-get install ${missing[*]}) and retry" >&2
-  exit 1
-fi
-export DEBIAN_FRONTEND=noninteractive
-timeout 600 "${SUDO[@]}" apt-get update -qq
-timeout 900 "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+bash "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" "${missing[@]}"
 java_ok || { echo "error: Java 17+ still not available" >&2; exit 1; }
 postgres_ok || { echo "error: PostgreSQL server binaries still not available" >&2; exit 1; }
 redis_ok || { echo "error: redis-server and redis-cli still not available" >&2; exit 1; }

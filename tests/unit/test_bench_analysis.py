@@ -144,4 +144,4 @@ def test_a_run_is_saved_and_read_back_whole(tmp_path: Path) -> None:
 
     again = records.load(path)
     assert again == run
-    assert "| `app` |" in report.render(again)
+    assert "| `app` |" in report.render(Results(again))

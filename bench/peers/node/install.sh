@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Install Node.js and npm (Debian's packages, when missing or older than v18) and the Node
+# Install Node.js 20+ and npm (Debian's packages, when missing or older than v20) and the Node
 # benchmark peers: `npm ci` from package-lock.json, then `npm run build` (tsc into dist/).
+# NestJS 11 declares node >= 20 (npm ci only warns), so an older Node.js, Debian 12's 18
+# included, is refused: exit 1 with what to install.
 # Quick when done already: npm ci runs only when node_modules was not installed from this
 # lock file (a stamp holds the lock's sha256), the build only when a source is newer than
 # dist/. Prints one line at the end: the versions of node, npm, @nestjs/core and kafkajs.
-# Installs Debian's packages when we may (root or passwordless sudo), like devtools/system-deps.sh.
+# Installs Debian's packages when we may (root or passwordless sudo) with
+# devtools/apt-install.sh, as devtools/system-deps.sh does.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$here"
+node_min=20
 
 node_major() {
   local version
@@ -19,24 +23,21 @@ node_major() {
 
 node_ok() {
   command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || return 1
-  [ "$(node_major)" -ge 18 ] 2>/dev/null
+  [ "$(node_major)" -ge "$node_min" ] 2>/dev/null
 }
 
 if ! node_ok; then
-  missing=(nodejs npm)
-  echo "installing ${missing[*]} (Debian packages)"
-  if [ "$(id -u)" -eq 0 ]; then SUDO=(); elif sudo -n true 2>/dev/null; then SUDO=(sudo -n); else
-    echo "error: need Node.js 18+ and npm; install them (apt-get install ${missing[*]}) and retry" >&2
+  bash "$here/../../../devtools/apt-install.sh" nodejs npm ||
+    { echo "error: need Node.js $node_min+ and npm" >&2; exit 1; }
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "error: Node.js and npm still not available" >&2
     exit 1
   fi
-  export DEBIAN_FRONTEND=noninteractive
-  timeout 600 "${SUDO[@]}" apt-get update -qq
-  timeout 900 "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  node_ok || { echo "error: Node.js 18+ and npm still not available" >&2; exit 1; }
-fi
-if [ "$(node_major)" -lt 20 ]; then
-  # Debian 12 ships Node.js 18; NestJS 11 declares node >= 20 (npm ci only warns).
-  echo "warning: Node.js $(node --version): NestJS 11 asks for 20 or newer" >&2
+  if ! node_ok; then
+    echo "error: Node.js $(node --version) is older than $node_min, which NestJS 11 needs" \
+      "(Debian 12's nodejs is 18): install Node.js $node_min or newer and retry" >&2
+    exit 1
+  fi
 fi
 
 stamp=node_modules/.bench-lock-sha256
