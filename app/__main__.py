@@ -74,7 +74,7 @@ def main() -> int:
         # a worker process has this long to import the app and answer the supervisor's pings
         # (uvicorn's 5 s killed workers that started slowly on a busy machine)
         timeout_worker_healthcheck=30,
-        # h11 (not httptools): it bounds the head it buffers; see app.server
+        # httptools, its head bounded in time, size and field count by app.server
         limits=limits,
     )
     try:

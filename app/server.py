@@ -1,22 +1,27 @@
-"""The HTTP server's edge: uvicorn with h11, bounded in time, size and connections.
+"""The HTTP server's edge: uvicorn with httptools, bounded in time, size and connections.
 
 uvicorn's own options bound none of these (see `docs/benchmarks.md`, "The HTTP edge"), so
-`python -m app` runs uvicorn with `EdgeProtocol`, its h11 protocol plus:
+`python -m app` runs uvicorn with `EdgeProtocol`, its httptools protocol plus:
 
 - **Head timeout** (`SERVER__HEADER_TIMEOUT_S`): from a connection's opening, or from its
   previous response, the request head must be complete in time. A head begun and not
   finished is answered `408 request_timeout`; a connection that sent nothing is closed.
   Trickled bytes do not extend it (uvicorn's keep-alive timer restarts on every byte).
-- **Head size** (`SERVER__MAX_HEADER_BYTES`): h11 buffers at most this much of an incomplete
-  head; beyond it the answer is `431 headers_too_large` (h11's hint, which uvicorn turns
-  into a plain-text 400) and the connection is closed. The application never sees such a
-  request; `app.http_limits.RequestLimits` bounds the size and the count of the heads it does.
+- **Head size and fields** (`SERVER__MAX_HEADER_BYTES`, `SERVER__MAX_HEADER_COUNT`): a head
+  whose target and fields exceed the size, or with more fields, is answered
+  `431 headers_too_large` and the connection closed, before any route sees it. httptools
+  holds a field's bytes until the field ends, so the bytes that arrive while a head is
+  awaited are counted too: one endless field is cut off once it passes the size, give or
+  take two reads of the socket (256 KiB each).
 - **Connections** (`SERVER__MAX_CONNECTIONS`, per process): a connection beyond the bound
   makes room by closing the oldest connection still waiting for its head (a slow or stalled
   client); when every connection is past its head, the new one is answered
   `503 overloaded` (`Retry-After: 1`) and closed. Either way the process never holds more
   descriptors than the bound allows.
 - Malformed requests get a JSON `400 bad_request` instead of uvicorn's plain text.
+
+httptools (llhttp) routes absolute-form targets (`GET http://host/path`) by their path, as
+RFC 9112 section 3.2.2 asks.
 
 `raise_nofile_limit` raises the soft descriptor limit (RLIMIT_NOFILE) at start-up, and
 `connection_bound` keeps `SERVER__MAX_CONNECTIONS` well under it.
@@ -25,17 +30,15 @@ uvicorn's own options bound none of these (see `docs/benchmarks.md`, "The HTTP e
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import resource
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
-import h11
+import httptools
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.config import ServerSettings
@@ -65,6 +68,7 @@ REFUSED_LINGER_S = 1.0
 class EdgeLimits:
     header_timeout_s: float = 10.0
     max_header_bytes: int = 16384
+    max_header_count: int = 100
     max_connections: int = 1000
 
 
@@ -72,44 +76,17 @@ class EdgeConfig(uvicorn.Config):
     """uvicorn's configuration plus the edge's limits (picklable, for worker processes)."""
 
     def __init__(self, app: Any, *, limits: EdgeLimits, **options: Any) -> None:
-        super().__init__(
-            app,
-            http=EdgeProtocol,
-            h11_max_incomplete_event_size=limits.max_header_bytes,
-            **options,
-        )
+        super().__init__(app, http=EdgeProtocol, **options)
         self.limits = limits
 
 
-class _Connection(h11.Connection):
-    """h11's connection, remembering the status h11 suggests for the protocol error it raised."""
-
-    error_status_hint = 400
-
-    def next_event(self) -> Any:
-        try:
-            event = super().next_event()
-        except h11.RemoteProtocolError as error:
-            self.error_status_hint = error.error_status_hint
-            raise
-        if isinstance(event, h11.Request) and event.target[:8].lower().startswith(
-            (b"http://", b"https://")
-        ):
-            return _origin_form(event)
-        return event
+class _HeadRefused(Exception):
+    """Raised in a parser callback to stop parsing a head the edge refuses."""
 
 
-def _origin_form(request: h11.Request) -> h11.Request:
-    """A request in absolute form (`GET http://host/path?q`), which RFC 9112 section 3.2.2
-    says a server must accept, as the origin form (`/path?q`) that uvicorn routes; the Host
-    header names the host. httptools did this; h11 hands the target over as it is."""
-    parts = urlsplit(request.target.decode("ascii", "replace"))
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return dataclasses.replace(request, target=target.encode("ascii", "replace"))
-
-
-class EdgeProtocol(H11Protocol):
-    """uvicorn's h11 protocol with a head timeout, a JSON 431/400 and a connection bound."""
+class EdgeProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a head timeout and bounds, JSON 431/400 answers and a
+    connection bound."""
 
     # Connections of this process still waiting for their head, oldest first.
     _waiting: ClassVar[OrderedDict[EdgeProtocol, None]] = OrderedDict()
@@ -123,11 +100,13 @@ class EdgeProtocol(H11Protocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limits = config.limits if isinstance(config, EdgeConfig) else EdgeLimits()
-        self.conn: _Connection = _Connection(
-            h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes
-        )
         self._head_timer: asyncio.TimerHandle | None = None
-        self._head_bytes = 0
+        self._awaiting_head = True  # from the last head (or the opening) to the next one's end
+        self._head_bytes = 0  # bytes received while a head was awaited (a lower bound)
+        self._field_bytes = 0  # the head's target and fields, as parsed
+        self._head_begun = False  # a head's first byte came, its end not yet
+        self._heads = 0  # heads parsed on this connection
+        self._refusal: bytes | None = None  # the answer to a head refused while parsing
         self._refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -149,19 +128,76 @@ class EdgeProtocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        if self.conn.their_state is h11.IDLE:
+        self._unset_keepalive_if_required()
+        awaiting, heads = self._awaiting_head, self._heads
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            if self._refusal is None:
+                logger.warning("malformed HTTP request: answering 400")
+            self.send_400_response("")
+            return
+        # httptools keeps a header field's bytes until the field ends: count the bytes that
+        # arrive while a head is awaited (none of a chunk that ended a head), so that one
+        # endless field is cut off too.
+        if awaiting and self._awaiting_head and self._heads == heads:
             self._head_bytes += len(data)
-        cycle = self.cycle
-        super().data_received(data)
-        if self.cycle is not cycle:  # a request head arrived whole: its request is under way
-            self._stop_head_timer()
+            if self._head_bytes > self.limits.max_header_bytes:
+                detail = f"the request head exceeds {self.limits.max_header_bytes} bytes"
+                self._refusal = error_bytes(431, "headers_too_large", detail)
+                self.send_400_response(detail)
+
+    # -- the parser's callbacks, bounded -------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._field_bytes = 0
+        self._head_begun = True
+
+    def on_url(self, url: bytes) -> None:
+        self._count_field(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_field(len(name) + len(value) + 4)
+        if len(self.headers) >= self.limits.max_header_count:
+            detail = f"more than {self.limits.max_header_count} header fields"
+            self._refusal = error_bytes(431, "headers_too_large", detail)
+            raise _HeadRefused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._stop_head_timer()
+        self._awaiting_head = self._head_begun = False
+        self._heads += 1
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._awaiting_head = True  # what follows is the next request's head
+        self._head_bytes = self._field_bytes = 0
+
+    def _count_field(self, size: int) -> None:
+        self._field_bytes += size
+        if self._field_bytes > self.limits.max_header_bytes:
+            detail = f"the request head exceeds {self.limits.max_header_bytes} bytes"
+            self._refusal = error_bytes(431, "headers_too_large", detail)
+            raise _HeadRefused
+
+    # -- answers -------------------------------------------------------------------------------
 
     def on_response_complete(self) -> None:
-        cycle = self.cycle
+        pipelined = bool(self.pipeline)
         super().on_response_complete()
-        # Unless a pipelined request has started already, the next head (and whatever is left
-        # of this request's body, unread) must arrive in time too.
-        if self.cycle is cycle and not self.transport.is_closing():
+        # Unless a pipelined request (its head whole) has started, the next head (and
+        # whatever is left of this request's body, unread) must arrive in time too.
+        if not pipelined and not self.transport.is_closing():
             self._await_head()
 
     def send_400_response(self, msg: str) -> None:
@@ -169,11 +205,8 @@ class EdgeProtocol(H11Protocol):
         if self.cycle is not None and not self.cycle.response_complete:
             self.transport.close()  # a response is under way: no second one on top of it
             return
-        if self.conn.error_status_hint == 431:
-            detail = f"the request head exceeds {self.limits.max_header_bytes} bytes"
-            self._answer_and_close(error_bytes(431, "headers_too_large", detail))
-        else:
-            self._answer_and_close(error_bytes(400, "bad_request", "malformed HTTP request"))
+        refusal = self._refusal or error_bytes(400, "bad_request", "malformed HTTP request")
+        self._answer_and_close(refusal)
 
     def _answer_and_close(self, response: bytes) -> None:
         """Send `response`, then discard what the client still sends for a moment: closing
@@ -188,7 +221,6 @@ class EdgeProtocol(H11Protocol):
 
     def _await_head(self) -> None:
         self._stop_head_timer()
-        self._head_bytes = 0
         self._waiting[self] = None
         self._head_timer = self.loop.call_later(
             self.limits.header_timeout_s, self._close_for_timeout
@@ -204,7 +236,7 @@ class EdgeProtocol(H11Protocol):
         self._stop_head_timer()
         if self.transport.is_closing():
             return
-        if self._head_bytes:  # a head was begun: say why it ends
+        if self._head_begun:  # a head was begun: say why it ends
             detail = f"the request head did not arrive within {self.limits.header_timeout_s:g} s"
             self.transport.write(error_bytes(408, "request_timeout", detail))
         self.transport.close()
@@ -263,5 +295,6 @@ def edge_limits(settings: ServerSettings, nofile: int) -> EdgeLimits:
     return EdgeLimits(
         header_timeout_s=settings.header_timeout_s,
         max_header_bytes=settings.max_header_bytes,
+        max_header_count=settings.max_header_count,
         max_connections=connection_bound(settings, nofile),
     )

@@ -1,7 +1,7 @@
 """The contenders of `make bench`: every way of serving `POST /verification-emails` that is
 compared, and how each is started for a given broker, topic, acks level and process count.
 
-- `app`: this service as it runs in production: `python -m app` (uvicorn on h11 with the
+- `app`: this service as it runs in production: `python -m app` (uvicorn on httptools with the
   edge limits of `app.server`, uvloop, one process per `API__WORKERS`), its defaults
   otherwise; the policy is the one of the acks level (`replicated`, `leader`,
   `fire_and_forget`), the failure store a SQLite file (touched only on a failure).
@@ -139,7 +139,7 @@ class Contender:
 CONTENDERS: tuple[Contender, ...] = (
     Contender(
         "app",
-        "this service: `python -m app` (uvicorn + h11 + uvloop, edge limits, rate limit, "
+        "this service: `python -m app` (uvicorn + httptools + uvloop, edge limits, rate limit, "
         "metrics, idempotency keys), `KafkaPublisher` with the acks level's policy",
         "app",
         group="ours",

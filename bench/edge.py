@@ -135,7 +135,7 @@ CANDIDATES: tuple[Candidate, ...] = (
     ),
     Candidate(
         "python -m app",
-        "uvicorn + h11 + app.server (SERVER__* defaults: head 10 s, body 15 s, 16 KiB, "
+        "uvicorn + httptools + app.server (SERVER__* defaults: head 10 s, body 15 s, 16 KiB, "
         "100 fields, 1000 connections, RLIMIT_NOFILE raised)",
         ("-m", "app"),
         env=(),

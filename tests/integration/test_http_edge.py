@@ -172,6 +172,72 @@ async def test_oversized_heads_and_too_many_fields_get_431_while_others_are_serv
         assert body["error"] == "headers_too_large", name
 
 
+def _peak_rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
+
+
+async def test_huge_heads_are_cut_off_before_they_are_buffered(
+    kafka_broker: KafkaCluster, topic: str, tmp_path: Path
+) -> None:
+    port = closed_port()
+    get = b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    async with app_process(_env(kafka_broker, topic, tmp_path), tmp_path, port) as process:
+        before = _peak_rss_kib(process.pid)
+        # four 32 MiB fields at once, and one trickled in 4 KiB pieces
+        whole = [_send_head(port, get + b"X-Big: " + b"a" * (32 << 20)) for _ in range(4)]
+
+        async def trickled() -> tuple[int, Any, float]:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            with contextlib.suppress(ConnectionError):
+                writer.write(get + b"X-Big: ")
+                for _ in range(64):
+                    writer.write(b"a" * 4096)
+                    await writer.drain()
+                    await asyncio.sleep(0.01)
+            try:
+                return await _read_answer(reader, CUT_OFF_BY_S)
+            finally:
+                await _close((writer,))
+
+        answers = await asyncio.gather(*whole, trickled())
+        normal = await _normal_request(port)
+        after = _peak_rss_kib(process.pid)
+
+    assert [status for status, _, _ in answers] == [431] * 5
+    assert normal.status_code == 202
+    # one 32 MiB field buffered whole would raise the peak by at least that much
+    assert after - before < 16 * 1024, (before, after)
+
+
+async def test_pipelined_requests_are_answered_in_order(
+    kafka_broker: KafkaCluster, topic: str, tmp_path: Path
+) -> None:
+    body = json.dumps(BODY).encode()
+    post = (
+        b"POST /verification-emails HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
+    live = b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    async with _served(kafka_broker, topic, tmp_path) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post + live + post)  # in one write: the second and third arrive early
+        statuses = []
+        async with asyncio.timeout(15):
+            for _ in range(3):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.lower().split(b"\r\n")
+                    if line.startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                statuses.append(int(head.split(b" ", 2)[1]))
+        await _close((writer,))
+
+    assert statuses == [202, 200, 202]
+
+
 async def test_connection_bound_answers_503_when_full_and_drops_stalled_heads_for_room(
     kafka_broker: KafkaCluster, topic: str, tmp_path: Path
 ) -> None:
