@@ -7,14 +7,12 @@ unless that answer asked for a retry (a 503 that kept nothing, a 429).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
 from asgi_correlation_id import correlation_id as request_correlation_id
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from app import exceptions, ratelimit
 from app.dependencies import State, VerificationRequest
-from app.verification import service
+from app.verification import parameters, service
 from app.verification.schemas import (
     VerificationEmailAccepted,
     VerificationEmailDelivered,
@@ -31,6 +29,7 @@ router = APIRouter(tags=["verification emails"])
     status_code=status.HTTP_202_ACCEPTED,
     response_model=VerificationEmailAccepted | VerificationEmailQueued | VerificationEmailDelivered,
     summary="Request a verification email",
+    openapi_extra=parameters.OPENAPI,
     response_description=(
         "Published: the broker's receipt. Or, when the feature's policy uses the outbox: "
         "queued, with the event id to follow at GET /events/{event_id}."
@@ -63,44 +62,23 @@ async def create_verification_email(
     body: VerificationRequest,
     state: State,  # the settings, the events and the limiter: one dependency, not four
     response: Response,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description='Makes a retry safe (IETF httpapi draft "The Idempotency-Key HTTP '
-            'Header Field"). Send a new unique key (e.g. a quoted UUID) with each new '
-            "request, and the same key when you retry it: the retry publishes the same "
-            "`event_id` (the worker sends one email), and within `IDEMPOTENCY__WINDOW_S` it "
-            "gets the first answer again, with `Idempotent-Replayed: true`. A 503 with "
-            "`record_id: null` is not kept: retry it with the same key. The same key with a "
-            "different body: 422 `idempotency_key_reused`; while its first request is in "
-            "progress: 409 `idempotency_key_in_use`. Not 1 to 255 printable ASCII "
-            "characters (quoted or not): 422 `invalid_request`.",
-            # idempotency.parse_key's rule, so that the schema says which keys are taken
-            pattern=r'^(?:"[ !#-\[\]-~]{1,255}"|[ !#-\[\]-~]{1,255})$',
-        ),
-    ] = None,
-    wait_for: Annotated[
-        Literal["delivery"] | None,
-        Query(
-            description="`delivery`: wait (at most `REPLY__TIMEOUT_MS`) for the worker's "
-            "reply and answer 200 with it (request-reply). Omitted: answer 202 as soon as "
-            "Kafka has the event (emit)."
-        ),
-    ] = None,
+    request: Request,
 ) -> VerificationEmailAccepted | VerificationEmailQueued | VerificationEmailDelivered:
     """Publish a verification-email event; 202 carries the broker's offset metadata."""
+    # `Idempotency-Key` and `wait_for` (documented by `parameters.OPENAPI`)
+    idempotency_key = parameters.idempotency_key(request)
+    await_reply = parameters.wait_for_delivery(request)
     rate_limiter = state.rate_limiter
     key = idempotency.parse_key(idempotency_key) if idempotency_key is not None else None
     keys = state.idempotency
     event_id = None
     if key is not None and keys is not None:
-        request = idempotency.fingerprint(body.model_dump_json(), wait_for or "")
-        kept = keys.begin(key, request)
+        fingerprint = idempotency.fingerprint(body.model_dump_json(), "delivery" * await_reply)
+        kept = keys.begin(key, fingerprint)
         if kept is not None:  # the first answer again; it takes no rate-limit slot
             response.headers["Idempotent-Replayed"] = "true"
             return _replay(kept, response)
-        event_id = keys.event_id(key, request)
+        event_id = keys.event_id(key, fingerprint)
     answer: object = None
     try:
         if rate_limiter is not None:  # before anything is published: a refusal sends nothing
@@ -110,7 +88,7 @@ async def create_verification_email(
             settings=state.settings.verification,
             email=str(body.email),
             redirect_url=str(body.redirect_url),
-            await_reply=wait_for == "delivery",
+            await_reply=await_reply,
             correlation_id=request_correlation_id.get(),
             event_id=event_id,
         )

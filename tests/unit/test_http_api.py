@@ -182,6 +182,22 @@ async def test_wait_for_accepts_only_delivery(client: httpx.AsyncClient) -> None
     assert "wait_for" in [problem["loc"][-1] for problem in response.json()["errors"]]
 
 
+@pytest.mark.parametrize(
+    "key", [b"", b"a" * 256, b'"unterminated', b"caf\xe9", b'"a"b"', b'"' + b"a" * 256 + b'"']
+)
+async def test_an_idempotency_key_out_of_its_pattern_gets_422(
+    client: httpx.AsyncClient, key: bytes
+) -> None:
+    response = await client.post(
+        "/verification-emails", json=VALID, headers={"Idempotency-Key": key}
+    )
+
+    assert response.status_code == 422
+    payload = response.json()
+    assert payload["error"] == "invalid_request"
+    assert [problem["loc"] for problem in payload["errors"]] == [["header", "Idempotency-Key"]]
+
+
 async def test_a_body_that_is_not_utf8_gets_422(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/verification-emails",
