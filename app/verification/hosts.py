@@ -175,6 +175,10 @@ def parse_allowed(text: str) -> tuple[str, ...]:
 
 
 def _address(host: str) -> IPAddress | None:
+    # An IPv4 address ends with a digit and an IPv6 one has colons: a name is neither, and
+    # telling it so here spares the ValueError that ip_address raises for it.
+    if ":" not in host and not host[-1:].isdigit():
+        return None
     try:
         return ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
     except ValueError:
