@@ -3,7 +3,7 @@ peers and two ceilings, on one machine and one broker.
 
 Run with `make bench` (or `python -m bench`; `--quick` for a smoke run, `--help` for the
 knobs). It installs Node.js (from Debian, when missing) and the Node peers from their lock
-file, starts its own brokers on loopback, and writes `bench/results/bench-<date>.json`, `.md`
+file, starts its own brokers on loopback, and writes `bench/results/bench-<date>-<HHMM>.json`, `.md`
 and three plots, `bench/RESULTS.md` and the README's benchmark section. Benchmarks are not
 tests: `make test` only lints and type-checks this package.
 

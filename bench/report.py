@@ -1,7 +1,7 @@
-"""Write a bench run: `bench/results/bench-<date>.json` (every figure), `.md` (the tables, the
-targets, the environment), three PNG plots, and the README's benchmark section.
+"""Write a bench run: `bench/results/bench-<date>-<HHMM>.json` (every figure), `.md` (the
+tables, the targets, the environment), three PNG plots, and the README's benchmark section.
 
-    python -m bench.report bench/results/bench-<date>.json   # make the Markdown and plots again
+    python -m bench.report bench/results/bench-<date>-<HHMM>.json   # the Markdown, plots again
 """
 
 from __future__ import annotations
@@ -411,7 +411,8 @@ def _readme_section(r: Results, markdown: str, plot_names: Sequence[str]) -> str
 
 def write(run: Run, directory: Path, *, readme: bool) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
-    stem = f"bench-{datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d')}"
+    # the date and time (UTC) it was written: two runs of one day keep their own files
+    stem = f"bench-{datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d-%H%M')}"
     data = directory / f"{stem}.json"
     records.save(run, data)
     r = Results(run)

@@ -11,7 +11,7 @@ Steps (each bounded in time; everything runs on 127.0.0.1):
 3. On the same broker: the soak (`bench.soak`), then the in-process runs (`bench.micro`),
    interleaved by round.
 4. A three-node cluster for the replicated phase.
-5. `bench/results/bench-<date>.json` (every figure), `.md` (the tables) and the plots; the
+5. `bench/results/bench-<date>-<HHMM>.json` (every figure), `.md` (the tables) and the plots; the
    README's benchmark section is replaced with the new summary.
 
 A contender that fails is reported as failed (exit status 1); the others still run.
