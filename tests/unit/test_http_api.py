@@ -189,7 +189,7 @@ async def test_an_idempotency_key_out_of_its_pattern_gets_422(
     client: httpx.AsyncClient, key: bytes
 ) -> None:
     response = await client.post(
-        "/verification-emails", json=VALID, headers={"Idempotency-Key": key}
+        "/verification-emails", json=VALID, headers={b"Idempotency-Key": key}
     )
 
     assert response.status_code == 422
