@@ -149,9 +149,8 @@ class EdgeProtocol(HttpToolsProtocol):
         if awaiting and self._awaiting_head and self._heads == heads:
             self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_header_bytes:
-                detail = f"the request head exceeds {self.limits.max_header_bytes} bytes"
-                self._refusal = error_bytes(431, "headers_too_large", detail)
-                self.send_400_response(detail)
+                self._refuse_head(self._too_large())
+                self.send_400_response("")
 
     # -- the parser's callbacks, bounded -------------------------------------------------------
 
@@ -167,8 +166,7 @@ class EdgeProtocol(HttpToolsProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count_field(len(name) + len(value) + 4)
         if len(self.headers) >= self.limits.max_header_count:
-            detail = f"more than {self.limits.max_header_count} header fields"
-            self._refusal = error_bytes(431, "headers_too_large", detail)
+            self._refuse_head(f"more than {self.limits.max_header_count} header fields")
             raise _HeadRefused
         super().on_header(name, value)
 
@@ -186,9 +184,15 @@ class EdgeProtocol(HttpToolsProtocol):
     def _count_field(self, size: int) -> None:
         self._field_bytes += size
         if self._field_bytes > self.limits.max_header_bytes:
-            detail = f"the request head exceeds {self.limits.max_header_bytes} bytes"
-            self._refusal = error_bytes(431, "headers_too_large", detail)
+            self._refuse_head(self._too_large())
             raise _HeadRefused
+
+    def _too_large(self) -> str:
+        return f"the request head exceeds {self.limits.max_header_bytes} bytes"
+
+    def _refuse_head(self, detail: str) -> None:
+        """Answer this head `431 headers_too_large` (`send_400_response` sends it)."""
+        self._refusal = error_bytes(431, "headers_too_large", detail)
 
     # -- answers -------------------------------------------------------------------------------
 
