@@ -136,26 +136,33 @@ async def test_admin_routes_need_the_token(kafka_broker: KafkaCluster, topic: st
 
 
 async def test_admin_routes_list_show_replay_and_purge(
-    kafka_broker: KafkaCluster, topic: str
+    kafka_broker: KafkaCluster, topic: str, tmp_path: Path
 ) -> None:
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    # no round of its own between the record and its abandonment: only the replay route's
-    # wake-up (a round every 100 ms could publish the record before it is abandoned)
+    # Abandoned before the app starts: the relay's first round, at start-up, finds nothing
+    # pending (recorded while the app ran, a slow first round could publish it before it is
+    # abandoned). No round of its own after that: only the replay route's wake-up.
+    url = f"sqlite+aiosqlite:///{tmp_path}/admin.db"
+    prepared = SqlStore(url)
+    await prepared.open()
+    try:
+        stored = await prepared.record(
+            OutgoingMessage(topic=topic, value=b"{}", key=b"k", event_id="ev-admin"),
+            origin=Origin.FAILED,
+            policy="replicated",
+        )
+        await prepared.mark_failed(stored.id, error_type="X", error="by hand", abandon=True)
+    finally:
+        await prepared.close()
     settings = make_settings(
         kafka_broker.bootstrap_servers,
         topic,
         admin_token=TOKEN,
         replay={**FAST_RELAY, "interval_ms": 600000},
+        store_url=url,
     )
     async with running_app(settings) as running:
-        store, client = running.state.store, running.client
-        stored = await store.record(
-            OutgoingMessage(topic=topic, value=b"{}", key=b"k", event_id="ev-admin"),
-            origin=Origin.FAILED,
-            policy="replicated",
-        )
-        await store.mark_failed(stored.id, error_type="X", error="by hand", abandon=True)
-
+        client = running.client
         listed = (await client.get("/admin/messages?status=abandoned", headers=auth)).json()
         shown = (await client.get(f"/admin/messages/{stored.id}", headers=auth)).json()
         replayed = await client.post("/admin/messages/replay", json={"all": True}, headers=auth)
