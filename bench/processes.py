@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import procfs
+from bench.harness import STOP_TIMEOUT_S
 
 __all__ = ["Launch", "Tree", "descendants", "started"]
-
-STOP_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)
