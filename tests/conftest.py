@@ -19,29 +19,11 @@ from kafka_events.store import SqlStore
 from tests.helpers.kafka import create_topic
 from tests.helpers.service import STORE_DIR, make_settings, running_app
 
-FAST_FENCING = {"broker.session.timeout.ms": "3000", "broker.heartbeat.interval.ms": "500"}
-
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
     """One real Kafka node (KRaft, broker and controller), shared by the session."""
     with KafkaCluster(tmp_path_factory.mktemp("kafka-single"), nodes=1) as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="session")
-def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
-    """Three real Kafka nodes: replication factor 3, min.insync.replicas=2, no unclean election.
-
-    A killed broker is fenced (and leaves the ISR) after `broker.session.timeout.ms`; until then
-    acks=all writes to its partitions stall. 3 s instead of Kafka's 9 s keeps fault tests short
-    without changing what happens.
-    """
-    with KafkaCluster(
-        tmp_path_factory.mktemp("kafka-cluster"),
-        nodes=3,
-        extra_properties=FAST_FENCING,
-    ) as cluster:
         yield cluster
 
 
