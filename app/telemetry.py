@@ -1,7 +1,8 @@
 """Optional OpenTelemetry tracing: the tracer provider of one process, and its lifecycle.
 
 Off by default (`TRACING__ENABLED`). Off, the SDK is not even imported and no request does any
-tracing work: FastAPI's own telemetry is told not to trace, and the publisher and the worker
+tracing work: FastAPI's own telemetry is told not to trace (nor to meter or log, which it
+does with OpenTelemetry's global providers when any is set), and the publisher and the worker
 get no tracer (`tracer()` is None), so they make no span and write no trace header.
 
 On, `start()` (called by the API's lifespan and by the worker's start) creates the SDK's
@@ -102,9 +103,12 @@ class Tracing:
 
     def http_telemetry(self) -> TelemetryConfig:
         """FastAPI's telemetry options: HTTP server spans from this provider, or none when off."""
+        # FastAPI's OpenTelemetry metrics and logs stay off either way: the service's HTTP
+        # metrics are Prometheus's (`/metrics`), and with them off a request does not look up
+        # the global meter and logger providers (two lookups, ~25 µs a request).
         if not self.enabled:
-            return {"tracing": False}
-        return {"tracing": True, "tracer_provider": self._provider}
+            return {"tracing": False, "metrics": False, "logs": False}
+        return {"tracing": True, "tracer_provider": self._provider, "metrics": False, "logs": False}
 
     def tracer(self, name: str) -> trace.Tracer | None:
         """A tracer for the component `name`, or None when tracing is off (trace nothing).

@@ -15,12 +15,13 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka.errors import (  # type: ignore[import-untyped]
     LeaderNotAvailableError,
     TopicAuthorizationFailedError,
 )
-from opentelemetry import baggage, context, trace
+from opentelemetry import _logs, baggage, context, metrics, trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -35,11 +36,13 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusC
 from app.config import (
     PolicyName,
     ReplaySettings,
+    Settings,
     SettingsError,
     TracingExporter,
     TracingSettings,
     load_settings,
 )
+from app.main import create_app
 from app.telemetry import Tracing, _configured_exporter
 from kafka_events import KafkaConfig, Policy, ProducerConfig, errors
 from kafka_events import tracing as kafka_tracing
@@ -128,8 +131,33 @@ async def test_off_by_default_tracing_hands_out_no_tracer_and_no_http_spans() ->
     tracing.start()
     assert not tracing.enabled
     assert tracing.tracer("x") is None
-    assert tracing.http_telemetry() == {"tracing": False}
+    assert tracing.http_telemetry() == {"tracing": False, "metrics": False, "logs": False}
     await tracing.stop()
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+async def test_a_request_does_not_consult_opentelemetrys_global_providers(
+    monkeypatch: pytest.MonkeyPatch, enabled: bool
+) -> None:
+    looked_up: list[str] = []
+    for module, name in (
+        (metrics, "get_meter_provider"),
+        (_logs, "get_logger_provider"),
+        (trace, "get_tracer_provider"),
+    ):
+        monkeypatch.setattr(module, name, lambda name=name: looked_up.append(name))
+    settings = Settings(
+        _env_file=None, tracing=TracingSettings(enabled=enabled, exporter=TracingExporter.NONE)
+    )
+    app = create_app(settings)
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as client:
+        answer = await client.get("/no-such-route")
+
+    assert answer.status_code == 404
+    assert looked_up == []
 
 
 def test_off_the_sdk_is_never_loaded() -> None:
