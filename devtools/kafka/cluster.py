@@ -98,7 +98,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import IO, Any, Self, TypeVar
 
 __all__ = [
     "CLIENT_LINK",
@@ -427,11 +427,13 @@ def _run_all_bounded(
                         start_new_session=True,
                     )
                 )
-            for proc in procs:
+            for proc, out in zip(procs, outputs, strict=True):
                 try:
                     proc.wait(timeout=max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    raise error(f"{what} timed out after {timeout:.0f}s") from None
+                    raise error(
+                        f"{what} timed out after {timeout:.0f}s; its output so far:\n" + _tail(out)
+                    ) from None
         finally:
             for proc in procs:
                 if proc.poll() is None:
@@ -447,6 +449,14 @@ def _run_all_bounded(
 
 # --------------------------------------------------------------------------------------------
 # small helpers
+
+
+def _tail(output: IO[bytes], limit: int = 4000) -> str:
+    """The last `limit` bytes written to `output` so far, as text (for an error message)."""
+    output.flush()
+    output.seek(0, os.SEEK_END)
+    output.seek(max(0, output.tell() - limit))
+    return output.read().decode("utf-8", "replace") or "(none)"
 
 
 def new_cluster_id() -> str:

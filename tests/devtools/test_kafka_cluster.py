@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,7 @@ from devtools.kafka import (
     new_cluster_id,
     resolve_version,
 )
+from devtools.kafka.cluster import _run_all_bounded
 
 # Produce/consume, topic creation and fail-over against real brokers take seconds, not more.
 IO_TIMEOUT_S = 60
@@ -191,6 +193,21 @@ def test_version_comes_from_argument_then_environment(monkeypatch: pytest.Monkey
     monkeypatch.setenv(KAFKA_VERSION_ENV, "../4.4.0")
     with pytest.raises(KafkaToolError, match="invalid Kafka version"):
         resolve_version()
+
+
+def test_a_tool_that_times_out_is_reported_with_what_it_printed() -> None:
+    chatty = [
+        sys.executable,
+        "-c",
+        "import time; print('waiting for entropy', flush=True); time.sleep(30)",
+    ]
+    started = time.monotonic()
+
+    with pytest.raises(KafkaToolError, match="timed out after 1s") as raised:
+        _run_all_bounded([chatty], 1.0, what="formatting")
+
+    assert "waiting for entropy" in str(raised.value)
+    assert time.monotonic() - started < 10  # killed, not waited for
 
 
 def test_stale_pid_file_counts_as_stopped(tmp_path: Path) -> None:
