@@ -30,10 +30,10 @@ import sys
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
-from uvicorn.supervisors import Multiprocess
 
 from app import logs, metrics, server
 from app.config import env_names
+from app.supervisor import WorkerSupervisor
 from kafka_events import AccessRefused, access
 
 logger = logging.getLogger("app.server")
@@ -92,8 +92,9 @@ def _serve(config: uvicorn.Config) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             server.run()
         return 0 if server.started else STARTUP_FAILURE
-    # When a worker fails to start (its lifespan raised), the supervisor stops them all.
-    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    # When a worker fails to start (its lifespan raised), the supervisor stops them all; it
+    # notices a dead worker at its next ping (`app.supervisor`).
+    supervisor = WorkerSupervisor(config, sockets=[config.bind_socket()])
     with contextlib.suppress(KeyboardInterrupt):
         supervisor.run()
     failed = any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes)
