@@ -52,6 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+from devtools.processes import stop_server
+
 __all__ = ["PostgresError", "PostgresServer", "find_bindir"]
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,6 @@ DEBIAN_ROOT = Path("/usr/lib/postgresql")
 REQUIRED = ("initdb", "postgres", "pg_isready", "psql")
 INITDB_TIMEOUT_S = 120.0
 COMMAND_TIMEOUT_S = 30.0
-KILL_WAIT_S = 10.0
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes on Linux, NUL included
 _POLL_S = 0.1
 _LOG_TAIL_LINES = 30
@@ -256,20 +257,15 @@ class PostgresServer:
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("PostgreSQL did not stop within %.0fs: killing it", timeout)
-        # Backends outlive a killed postmaster: kill whatever is left of the group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        try:
-            process.wait(timeout=KILL_WAIT_S)
-        except subprocess.TimeoutExpired as error:
-            raise PostgresError(f"PostgreSQL (pid {process.pid}) survived SIGKILL") from error
+        # Backends outlive a killed postmaster: the group goes, whatever is left of it.
+        stop_server(
+            process,
+            "PostgreSQL",
+            timeout_s=timeout,
+            signals=(signal.SIGINT,),
+            kill_group=True,
+            error=PostgresError,
+        )
 
     def __enter__(self) -> Self:
         self.start()

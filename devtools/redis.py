@@ -42,12 +42,13 @@ from pathlib import Path
 from typing import Self
 from urllib.parse import quote
 
+from devtools.processes import stop_server
+
 __all__ = ["RedisError", "RedisServer"]
 
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-KILL_WAIT_S = 10.0
 _POLL_S = 0.05
 _PING_TIMEOUT_S = 1.0
 _LOG_TAIL_LINES = 30
@@ -146,19 +147,13 @@ class RedisServer:
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGCONT)
-                process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("Redis did not stop within %.0fs: killing it", timeout)
-                process.kill()
-        try:
-            process.wait(timeout=KILL_WAIT_S)
-        except subprocess.TimeoutExpired as error:
-            raise RedisError(f"Redis (pid {process.pid}) survived SIGKILL") from error
+        stop_server(
+            process,
+            "Redis",
+            timeout_s=timeout,
+            signals=(signal.SIGCONT, signal.SIGTERM),
+            error=RedisError,
+        )
 
     def pause(self) -> None:
         """Freeze the server (SIGSTOP): connections stay open, nothing answers."""
