@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -73,3 +74,63 @@ async def run_to_end(
             await process.wait()
     assert process.returncode is not None
     return process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace")
+
+
+@asynccontextmanager
+async def worker_process(
+    env: Mapping[str, str], workdir: Path, log_path: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`python -m app.worker`, its output in `log_path`; on leaving, SIGTERM and a wait of up to
+    30 s (then SIGKILL). Its exit status is the process's `returncode` afterwards."""
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "app.worker",
+            cwd=workdir,
+            env={**os.environ, "PYTHONPATH": str(repo_root()), **env},
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(30):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+def mailing_env(
+    *,
+    bootstrap_servers: str,
+    topic: str,
+    store_url: str,
+    admin_token: str,
+    smtp_port: int,
+    smtp_password: str,
+    log_format: str,
+) -> dict[str, str]:
+    """The API's and the worker's settings for a run that sends real email, logged at debug."""
+    return {
+        "LOG__FORMAT": log_format,
+        "LOG__LEVEL": "debug",
+        "KAFKA__BOOTSTRAP_SERVERS": bootstrap_servers,
+        "VERIFICATION__TOPIC": topic,
+        "REPLY__TOPIC": f"{topic}.reply",
+        "REPLY__REPLICATION_FACTOR": "1",
+        "STORE__URL": store_url,
+        "ADMIN__TOKEN": admin_token,
+        "RATE_LIMIT__ENABLED": "false",
+        "SMTP__BACKEND": "smtp",
+        "SMTP__HOST": "127.0.0.1",
+        "SMTP__PORT": str(smtp_port),
+        "SMTP__USERNAME": "mailer",
+        "SMTP__PASSWORD": smtp_password,
+        "WORKER__GROUP_ID": f"g-{topic}",
+        "WORKER__DEAD_LETTER_TOPIC": f"{topic}.dlq",
+    }

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import signal
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,9 +26,9 @@ import pytest
 from devtools.kafka import KafkaCluster, SecureListeners
 from devtools.postgres import PostgresServer
 from tests.helpers.kafka import create_topic
-from tests.helpers.processes import app_process, run_to_end
+from tests.helpers.processes import app_process, mailing_env, run_to_end, worker_process
 from tests.helpers.smtp import Inbox, smtp_server
-from tests.helpers.waiting import closed_port, eventually, repo_root
+from tests.helpers.waiting import closed_port, eventually
 
 pytestmark = pytest.mark.kafka
 
@@ -108,83 +106,60 @@ async def test_no_secret_reaches_the_logs_of_a_run(
         authenticator=lambda *args: _login(smtp_password, *args),
     ) as smtp_port:
         env = {
-            "LOG__FORMAT": log_format,
-            "LOG__LEVEL": "debug",
-            "KAFKA__BOOTSTRAP_SERVERS": sasl_broker.sasl_plaintext_bootstrap_servers,
+            **mailing_env(
+                bootstrap_servers=sasl_broker.sasl_plaintext_bootstrap_servers,
+                topic=topic_name,
+                store_url=store_url,
+                admin_token=admin_token,
+                smtp_port=smtp_port,
+                smtp_password=smtp_password,
+                log_format=log_format,
+            ),
             "KAFKA__SECURITY__PROTOCOL": "SASL_PLAINTEXT",
             "KAFKA__SECURITY__SASL_MECHANISM": "SCRAM-SHA-512",
             "KAFKA__SECURITY__SASL_USERNAME": SASL_USER,
             "KAFKA__SECURITY__SASL_PASSWORD": SASL_PASSWORD,
-            "VERIFICATION__TOPIC": topic_name,
-            "REPLY__TOPIC": f"{topic_name}.reply",
-            "REPLY__REPLICATION_FACTOR": "1",
-            "STORE__URL": store_url,
-            "ADMIN__TOKEN": admin_token,
-            "RATE_LIMIT__ENABLED": "false",
-            "SMTP__BACKEND": "smtp",
-            "SMTP__HOST": "127.0.0.1",
-            "SMTP__PORT": str(smtp_port),
-            "SMTP__USERNAME": "mailer",
-            "SMTP__PASSWORD": smtp_password,
-            "WORKER__GROUP_ID": f"g-{topic_name}",
-            "WORKER__DEAD_LETTER_TOPIC": f"{topic_name}.dlq",
         }
         worker_log = tmp_path / "worker.log"
-        with worker_log.open("wb") as output:
-            worker = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "app.worker",
-                cwd=tmp_path,
-                env={**os.environ, "PYTHONPATH": str(repo_root()), **env},
-                stdout=output,
-                stderr=asyncio.subprocess.STDOUT,
+        async with (
+            worker_process(env, tmp_path, worker_log) as worker,
+            app_process(env, tmp_path, api_port) as api,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as client,
+        ):
+            sent = await client.post("/verification-emails", json=BODY)
+            answers = [
+                await client.get(f"/admin/messages?token={admin_token}"),
+                await client.get(f"/admin/messages?access_token={query}&limit=5"),
+                await client.get(f"/health/live?password={query}&api_key={smtp_password}"),
+                await client.get(f"/health/live?apikey={SASL_PASSWORD};key={query}"),
+                await client.get(f"/health/live?to%6Ben={query}"),
+                await client.get(f"/health/live?Authorization=Bearer%20{admin_token}"),
+                await client.get(f"/events/{admin_token}"),
+                await client.get(f"/admin/messages/{store_password}"),
+                await client.get(
+                    "/admin/messages",
+                    headers={
+                        "Authorization": f"Bearer {header}",
+                        "Cookie": f"session={header}",
+                        "X-Api-Key": header,
+                    },
+                ),
+            ]
+            absolute = await _raw(
+                api_port,
+                f"GET http://admin:{userinfo}@127.0.0.1:{api_port}/health/live?secret={query}"
+                f" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode(),
             )
-        try:
-            async with (
-                app_process(env, tmp_path, api_port) as api,
-                httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as client,
-            ):
-                sent = await client.post("/verification-emails", json=BODY)
-                answers = [
-                    await client.get(f"/admin/messages?token={admin_token}"),
-                    await client.get(f"/admin/messages?access_token={query}&limit=5"),
-                    await client.get(f"/health/live?password={query}&api_key={smtp_password}"),
-                    await client.get(f"/health/live?apikey={SASL_PASSWORD};key={query}"),
-                    await client.get(f"/health/live?to%6Ben={query}"),
-                    await client.get(f"/health/live?Authorization=Bearer%20{admin_token}"),
-                    await client.get(f"/events/{admin_token}"),
-                    await client.get(f"/admin/messages/{store_password}"),
-                    await client.get(
-                        "/admin/messages",
-                        headers={
-                            "Authorization": f"Bearer {header}",
-                            "Cookie": f"session={header}",
-                            "X-Api-Key": header,
-                        },
-                    ),
-                ]
-                absolute = await _raw(
-                    api_port,
-                    f"GET http://admin:{userinfo}@127.0.0.1:{api_port}/health/live?secret={query}"
-                    f" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode(),
-                )
-                malformed = await _raw(
-                    api_port,
-                    f"GET /health/live?token={query} HTTP/1.1\r\nAuthorization Bearer {header}"
-                    "\r\n\r\n".encode(),
-                )
-                await eventually(lambda: _has_mail(inbox), timeout_s=60, interval_s=0.1)
-                api.send_signal(signal.SIGTERM)
-                async with asyncio.timeout(30):
-                    await api.wait()
-            worker.send_signal(signal.SIGTERM)
+            malformed = await _raw(
+                api_port,
+                f"GET /health/live?token={query} HTTP/1.1\r\nAuthorization Bearer {header}"
+                "\r\n\r\n".encode(),
+            )
+            await eventually(lambda: _has_mail(inbox), timeout_s=60, interval_s=0.1)
+            api.send_signal(signal.SIGTERM)
             async with asyncio.timeout(30):
-                assert await worker.wait() == 0
-        finally:
-            if worker.returncode is None:
-                worker.kill()
-                await worker.wait()
+                await api.wait()
+        assert worker.returncode == 0  # stopped by SIGTERM, gracefully
 
     # a connection error: the broker refuses the SASL password
     refused = {**env, "KAFKA__SECURITY__SASL_PASSWORD": WRONG_SASL_PASSWORD}

@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import signal
-import sys
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,9 +25,9 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from devtools.kafka import KafkaCluster
 from devtools.postgres import PostgresServer
 from tests.helpers.kafka import create_topic
-from tests.helpers.processes import app_process, run_to_end
+from tests.helpers.processes import app_process, mailing_env, run_to_end, worker_process
 from tests.helpers.smtp import Inbox, smtp_server
-from tests.helpers.waiting import closed_port, eventually, repo_root
+from tests.helpers.waiting import closed_port, eventually
 
 pytestmark = pytest.mark.kafka
 
@@ -108,70 +106,45 @@ async def test_json_logs_carry_the_ids_and_no_secret(
     api_port = closed_port()
 
     with smtp_server(inbox, authenticator=authenticator, auth_require_tls=False) as smtp_port:
-        env = {
-            "LOG__FORMAT": "json",
-            "LOG__LEVEL": "debug",
-            "KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-            "VERIFICATION__TOPIC": topic_name,
-            "REPLY__TOPIC": f"{topic_name}.reply",
-            "REPLY__REPLICATION_FACTOR": "1",
-            "STORE__URL": store_url,
-            "ADMIN__TOKEN": admin_token,
-            "RATE_LIMIT__ENABLED": "false",
-            "SMTP__BACKEND": "smtp",
-            "SMTP__HOST": "127.0.0.1",
-            "SMTP__PORT": str(smtp_port),
-            "SMTP__USERNAME": "mailer",
-            "SMTP__PASSWORD": smtp_password,
-            "WORKER__GROUP_ID": f"g-{topic_name}",
-            "WORKER__DEAD_LETTER_TOPIC": f"{topic_name}.dlq",
-        }
+        env = mailing_env(
+            bootstrap_servers=bootstrap,
+            topic=topic_name,
+            store_url=store_url,
+            admin_token=admin_token,
+            smtp_port=smtp_port,
+            smtp_password=smtp_password,
+            log_format="json",
+        )
         worker_log = tmp_path / "worker.log"
-        with worker_log.open("wb") as output:
-            worker = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "app.worker",
-                cwd=tmp_path,
-                env={**os.environ, "PYTHONPATH": str(repo_root()), **env},
-                stdout=output,
-                stderr=asyncio.subprocess.STDOUT,
+        async with (
+            worker_process(env, tmp_path, worker_log) as worker,
+            app_process(env, tmp_path, api_port) as api,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as client,
+        ):
+            refused = await client.post(
+                "/verification-emails", json=BODY, headers={"X-Correlation-ID": "req-refused"}
             )
-        try:
-            async with (
-                app_process(env, tmp_path, api_port) as api,
-                httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as client,
-            ):
-                refused = await client.post(
-                    "/verification-emails", json=BODY, headers={"X-Correlation-ID": "req-refused"}
-                )
-                sent = await client.post(
-                    "/verification-emails", json=BODY, headers={"X-Correlation-ID": "req-sent"}
-                )
-                wrong_admin = await client.get(
-                    "/admin/messages", headers={"Authorization": "Bearer wrong-token-0123456789"}
-                )
-                right_admin = await client.get(
-                    "/admin/messages", headers={"Authorization": f"Bearer {admin_token}"}
-                )
-                # an invalid id is replaced, and what it held is not logged
-                replaced = await client.get(
-                    "/health/live", headers={"X-Correlation-ID": f"Bearer {admin_token}"}
-                )
-                await eventually(lambda: _has_mail(inbox), timeout_s=60, interval_s=0.1)
-                await eventually(
-                    lambda: _logged(worker_log, "not sent after"), timeout_s=30, interval_s=0.1
-                )
-                api.send_signal(signal.SIGTERM)
-                async with asyncio.timeout(30):
-                    await api.wait()
-            worker.send_signal(signal.SIGTERM)
+            sent = await client.post(
+                "/verification-emails", json=BODY, headers={"X-Correlation-ID": "req-sent"}
+            )
+            wrong_admin = await client.get(
+                "/admin/messages", headers={"Authorization": "Bearer wrong-token-0123456789"}
+            )
+            right_admin = await client.get(
+                "/admin/messages", headers={"Authorization": f"Bearer {admin_token}"}
+            )
+            # an invalid id is replaced, and what it held is not logged
+            replaced = await client.get(
+                "/health/live", headers={"X-Correlation-ID": f"Bearer {admin_token}"}
+            )
+            await eventually(lambda: _has_mail(inbox), timeout_s=60, interval_s=0.1)
+            await eventually(
+                lambda: _logged(worker_log, "not sent after"), timeout_s=30, interval_s=0.1
+            )
+            api.send_signal(signal.SIGTERM)
             async with asyncio.timeout(30):
-                assert await worker.wait() == 0
-        finally:
-            if worker.returncode is None:
-                worker.kill()
-                await worker.wait()
+                await api.wait()
+        assert worker.returncode == 0  # stopped by SIGTERM, gracefully
 
     # the error paths: the database refuses the password; the settings are invalid
     refused_db = {**env, "STORE__URL": store_url.replace(store_password, wrong_store_password)}
