@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -22,15 +23,7 @@ async def app_process(
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """`python -m app` on `port`, started, then waited for on exit (killed if still running)."""
     with (workdir / f"app-{port}.log").open("ab") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "app",
-            cwd=workdir,
-            env={**os.environ, "PYTHONPATH": str(repo_root()), "API__PORT": str(port), **env},
-            stdout=log,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+        process = await _python_m("app", {"API__PORT": str(port), **env}, workdir, stdout=log)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
 
@@ -56,14 +49,8 @@ async def run_to_end(
 ) -> tuple[int, str, str]:
     """`python -m module` in `cwd` until it exits by itself (killed after `timeout_s`): its
     status, stdout and stderr."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        module,
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(repo_root()), **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    process = await _python_m(
+        module, env, cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     try:
         async with asyncio.timeout(timeout_s):
@@ -83,26 +70,44 @@ async def worker_process(
     """`python -m app.worker`, its output in `log_path`; on leaving, SIGTERM and a wait of up to
     30 s (then SIGKILL). Its exit status is the process's `returncode` afterwards."""
     with log_path.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "app.worker",
-            cwd=workdir,
-            env={**os.environ, "PYTHONPATH": str(repo_root()), **env},
-            stdout=log,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+        process = await _python_m("app.worker", env, workdir, stdout=log)
     try:
         yield process
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(30):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await stop(process)
+
+
+async def stop(process: asyncio.subprocess.Process, *, timeout_s: float = 30) -> None:
+    """SIGTERM `process` unless it has exited, wait up to `timeout_s`, then SIGKILL it."""
+    if process.returncode is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        async with asyncio.timeout(timeout_s):
+            await process.wait()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+
+
+async def _python_m(
+    module: str,
+    env: Mapping[str, str],
+    cwd: Path,
+    *,
+    stdout: int | IO[bytes],
+    stderr: int = asyncio.subprocess.STDOUT,
+) -> asyncio.subprocess.Process:
+    """`python -m module` in `cwd`, the project importable, `env` over this process's."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(repo_root()), **env},
+        stdout=stdout,
+        stderr=stderr,
+    )
 
 
 def mailing_env(

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from devtools.kafka import KafkaCluster
 from tests.helpers.kafka import create_topic, read_all
+from tests.helpers.processes import stop
 from tests.helpers.waiting import closed_port, closed_ports, eventually, repo_root
 
 pytestmark = pytest.mark.kafka
@@ -128,14 +129,7 @@ async def _serving(
             await eventually(up, timeout_s=60)
             yield client
     finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                async with asyncio.timeout(30):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await stop(process)
 
 
 def test_the_wheel_is_what_the_clean_environment_imports(installed: tuple[Path, Path]) -> None:

@@ -10,9 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import signal
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -32,6 +29,7 @@ from app.worker.mailer import SUBJECT, Progress, SendError, SmtpMailer
 from devtools.kafka import KafkaCluster
 from kafka_events.consumer import HandledEvents
 from tests.helpers.kafka import create_topic, read_all, read_at
+from tests.helpers.processes import worker_process
 from tests.helpers.service import running_app as running_api
 from tests.helpers.smtp import Inbox, smtp_server
 from tests.helpers.waiting import closed_port, eventually, repo_root
@@ -414,34 +412,15 @@ async def test_the_worker_process_sends_then_stops_on_sigterm_with_status_0(
         "METRICS__WORKER_PORT": str(metrics_port := closed_port()),
     }
     log = tmp_path / "worker.log"
-    with (
-        smtp_server(inbox, authenticator=authenticate, auth_require_tls=False) as port,
-        log.open("wb") as output,
-    ):
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "app.worker",
-            cwd=tmp_path,
-            env={**os.environ, **env, "SMTP__PORT": str(port)},
-            stdout=output,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        try:
+    with smtp_server(inbox, authenticator=authenticate, auth_require_tls=False) as port:
+        async with worker_process({**env, "SMTP__PORT": str(port)}, tmp_path, log) as process:
             await eventually(lambda: _has(inbox, 1), timeout_s=60, interval_s=0.1)
             await wait_committed(bootstrap, topics.group, topics.source, 1)
             async with httpx.AsyncClient(timeout=5) as client:
                 scraped = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
-            process.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(30):
-                status = await process.wait()
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
 
     text = log.read_text()
-    assert status == 0, text
+    assert process.returncode == 0, text  # stopped by SIGTERM, gracefully
     assert inbox.to("proc@example.com")
     assert f"event {requested.event_id}" in text
     assert "worker stopped" in text
